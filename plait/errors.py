@@ -1,0 +1,263 @@
+"""Every error plait raises, in one tree.
+
+Retry decisions are made from data (``retryable``, ``status``, ``retry_after``), never from
+message strings. Foreign exceptions (aiohttp, openai, anthropic) are mapped into this tree in
+one place per client (``plait.clients._errors``).
+
+```
+PlaitError
+├── ConfigError                 bad ResourceConfig / EndpointConfig / settings / YAML
+│   └── MissingAPIKeyError      the provider's key is not set
+├── ModuleDefinitionError       a Module defined wrongly (forgot super().__init__(), ...)
+├── TraceError                  forward() did something tracing cannot capture
+├── InputError                  a call's inputs do not fit forward() (batch shapes, ...)
+├── LLMError                    one LLM request failed (status, retry_after, retryable)
+│   ├── RateLimitError          429
+│   ├── ServerError             5xx
+│   ├── APIConnectionError      connection refused / reset
+│   │   └── APITimeoutError     no answer in time
+│   ├── BadRequestError         4xx other than 429 (not retried)
+│   └── ResponseFormatError     malformed body, empty choices, schema validation failure
+├── NodeExecutionError          a node failed; names node, module path, alias, source line
+├── BatchError                  some rows of a batch failed; carries every failure + outputs
+├── CheckpointError             a checkpoint does not match or cannot be read
+└── BatchingError               micro-batcher misuse (queue full, wrong output count)
+```
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = [
+    "APIConnectionError",
+    "APITimeoutError",
+    "BadRequestError",
+    "BatchError",
+    "BatchingError",
+    "CheckpointError",
+    "ConfigError",
+    "InputError",
+    "LLMError",
+    "MissingAPIKeyError",
+    "ModuleDefinitionError",
+    "NodeExecutionError",
+    "PlaitError",
+    "RateLimitError",
+    "ResponseFormatError",
+    "ServerError",
+    "TraceError",
+]
+
+
+class PlaitError(Exception):
+    """Base class of every error plait raises."""
+
+
+class ConfigError(PlaitError, ValueError):
+    """A configuration value is wrong; the message names it and the fix."""
+
+
+class MissingAPIKeyError(ConfigError):
+    """The provider's API key is neither given nor in the environment."""
+
+    def __init__(self, env_var: str, alias: str | None = None) -> None:
+        where = f" for endpoint '{alias}'" if alias else ""
+        super().__init__(
+            f"{env_var} is not set{where}. Set it or pass api_key=... ; "
+            "to run offline use plait.testing (a loopback LLM server)."
+        )
+        self.env_var = env_var
+        self.alias = alias
+
+
+class ModuleDefinitionError(PlaitError, TypeError):
+    """A Module subclass is defined in a way plait cannot use."""
+
+
+class TraceError(PlaitError):
+    """forward() did something that tracing cannot capture."""
+
+
+class InputError(PlaitError, TypeError):
+    """The inputs of a call do not fit the pipeline's forward()."""
+
+
+class LLMError(PlaitError):
+    """One LLM request failed.
+
+    Attributes:
+        status: HTTP status, or None when no response arrived.
+        retry_after: Seconds the server asked us to wait, if it said.
+        retryable: Whether plait may retry the request.
+        alias: The endpoint alias the request went to.
+        body: A short excerpt of the response body (never headers, never keys).
+    """
+
+    default_retryable = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        retryable: bool | None = None,
+        alias: str | None = None,
+        body: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+        self.retryable = self.default_retryable if retryable is None else retryable
+        self.alias = alias
+        self.body = body
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Errors cross process boundaries (Ray); keep every field through pickling.
+        return (
+            _rebuild_llm_error,
+            (type(self), str(self), self.status, self.retry_after, self.retryable, self.alias,
+             self.body),
+        )
+
+
+def _rebuild_llm_error(
+    cls: type[LLMError],
+    message: str,
+    status: int | None,
+    retry_after: float | None,
+    retryable: bool,
+    alias: str | None,
+    body: str | None,
+) -> LLMError:
+    err = LLMError.__new__(cls)
+    LLMError.__init__(
+        err, message, status=status, retry_after=retry_after, retryable=retryable, alias=alias,
+        body=body,
+    )
+    return err
+
+
+class RateLimitError(LLMError):
+    """HTTP 429: the provider asked us to slow down."""
+
+    default_retryable = True
+
+
+class ServerError(LLMError):
+    """HTTP 5xx: the provider failed; retried with backoff."""
+
+    default_retryable = True
+
+
+class APIConnectionError(LLMError):
+    """The connection failed (refused, reset, DNS); retried with backoff."""
+
+    default_retryable = True
+
+
+class APITimeoutError(APIConnectionError):
+    """No complete answer within the endpoint's timeout; retried with backoff."""
+
+
+class BadRequestError(LLMError):
+    """HTTP 4xx other than 429; a retry would fail the same way."""
+
+
+class ResponseFormatError(LLMError):
+    """The response was malformed or failed validation; retried within the retry budget."""
+
+    default_retryable = True
+
+
+class NodeExecutionError(PlaitError):
+    """A node of the graph failed while executing.
+
+    Attributes:
+        node_id: The graph node's id.
+        module_path: Dotted path of the module that owns the node ("" for the root).
+        alias: The endpoint alias, for LLM nodes.
+        source: "file.py:line" where the node was traced.
+        cause: The underlying error.
+    """
+
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        module_path: str,
+        module_type: str,
+        alias: str | None,
+        source: str,
+        cause: BaseException,
+    ) -> None:
+        alias_part = f", alias='{alias}'" if alias else ""
+        status = getattr(cause, "status", None)
+        status_part = f" [status {status}]" if status is not None else ""
+        super().__init__(
+            f"While executing node '{node_id}' ({module_type}{alias_part}, "
+            f"module '{module_path or '<root>'}'), traced at {source}:{status_part} "
+            f"{type(cause).__name__}: {cause}"
+        )
+        self.node_id = node_id
+        self.module_path = module_path
+        self.module_type = module_type
+        self.alias = alias
+        self.source = source
+        self.cause = cause
+        self.status = status
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            _rebuild_node_error,
+            (self.node_id, self.module_path, self.module_type, self.alias, self.source,
+             self.cause),
+        )
+
+
+def _rebuild_node_error(
+    node_id: str,
+    module_path: str,
+    module_type: str,
+    alias: str | None,
+    source: str,
+    cause: BaseException,
+) -> NodeExecutionError:
+    return NodeExecutionError(
+        node_id=node_id, module_path=module_path, module_type=module_type, alias=alias,
+        source=source, cause=cause,
+    )
+
+
+class BatchError(PlaitError):
+    """Some rows of a batch failed.
+
+    Attributes:
+        failures: Input index -> the error of that row, for every failed row.
+        outputs: One entry per input: the output, or None where the row failed.
+    """
+
+    def __init__(self, failures: Mapping[int, BaseException], outputs: Sequence[Any]) -> None:
+        self.failures: dict[int, BaseException] = dict(failures)
+        self.outputs: list[Any] = list(outputs)
+        first = sorted(self.failures)[:3]
+        detail = "; ".join(f"row {i}: {self.failures[i]}" for i in first)
+        more = "" if len(self.failures) <= 3 else f" (and {len(self.failures) - 3} more)"
+        super().__init__(
+            f"{len(self.failures)} of {len(self.outputs)} rows failed: {detail}{more}. "
+            "The successful outputs are in .outputs, every failure in .failures; use "
+            "ExecutionSettings(streaming=True) to receive per-row BatchResults instead."
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (BatchError, (self.failures, self.outputs))
+
+
+class CheckpointError(PlaitError):
+    """A checkpoint cannot be used as asked."""
+
+
+class BatchingError(PlaitError):
+    """The micro-batcher was misused or overloaded."""

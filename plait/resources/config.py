@@ -1,0 +1,264 @@
+"""Endpoint configuration, kept apart from module definitions.
+
+Modules name an alias ("fast"); a ``ResourceConfig`` maps aliases to endpoints. The same
+pipeline runs against OpenAI, Anthropic, a vLLM server or the offline ``plait.testing``
+server by changing only this object (or the YAML it was loaded from).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Self
+
+from plait.errors import ConfigError, MissingAPIKeyError
+
+__all__ = [
+    "AnthropicEndpointConfig",
+    "EndpointConfig",
+    "OpenAIEndpointConfig",
+    "ProviderAPI",
+    "ResourceConfig",
+]
+
+ProviderAPI = Literal["openai", "anthropic", "vllm"]
+Transport = Literal["aiohttp", "sdk"]
+
+_DEFAULT_KEY_ENV: dict[str, str | None] = {
+    "openai": "OPENAI_API_KEY",
+    "anthropic": "ANTHROPIC_API_KEY",
+    "vllm": None,  # self-hosted servers usually take no key
+}
+_DEFAULT_BASE_URL: dict[str, str | None] = {
+    "openai": "https://api.openai.com/v1",
+    "anthropic": "https://api.anthropic.com",
+    "vllm": None,
+}
+
+
+@dataclass(frozen=True, eq=True)
+class EndpointConfig:
+    """One LLM endpoint: where it is, how to authenticate, and its limits.
+
+    Args:
+        provider_api: Wire format: "openai", "anthropic" or "vllm" (OpenAI-compatible).
+        model: The model name sent with each request.
+        base_url: API base URL; defaults to the provider's public URL ("vllm" needs one).
+        api_key: The key. Prefer leaving it None: it is then read from ``api_key_env`` in
+            the process that makes the call, and never pickled, logged or checkpointed.
+        api_key_env: Environment variable holding the key (provider default if None).
+        max_concurrent: Requests in flight at once, or None for no limit.
+        rate_limit: Requests per minute, or None for no limit.
+        tokens_per_minute: Tokens (in + out, estimated before the call) per minute, or None.
+        max_retries: Retries of a retryable failure (429, 5xx, connection, timeout, malformed).
+        timeout: Seconds for one request, connect to last byte.
+        input_cost_per_1m: Cost of one million input tokens, for the run summary.
+        output_cost_per_1m: Cost of one million output tokens, for the run summary.
+        transport: "aiohttp" (lean, default) or "sdk" (the official async SDK client).
+    """
+
+    provider_api: ProviderAPI
+    model: str
+    base_url: str | None = None
+    api_key: str | None = field(default=None, repr=False, compare=False)
+    api_key_env: str | None = None
+    max_concurrent: int | None = 16
+    rate_limit: float | None = None
+    tokens_per_minute: float | None = None
+    max_retries: int = 5
+    timeout: float = 60.0
+    input_cost_per_1m: float = 0.0
+    output_cost_per_1m: float = 0.0
+    transport: Transport = "aiohttp"
+
+    def __post_init__(self) -> None:
+        if self.provider_api not in _DEFAULT_KEY_ENV:
+            raise ConfigError(
+                f"provider_api must be one of {sorted(_DEFAULT_KEY_ENV)}, "
+                f"got {self.provider_api!r}."
+            )
+        if not isinstance(self.model, str) or not self.model:  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise ConfigError(f"model must be a non-empty string, got {self.model!r}.")
+        if self.provider_api == "vllm" and not self.base_url:
+            raise ConfigError(
+                "provider_api='vllm' needs base_url, e.g. base_url='http://host:8000/v1'."
+            )
+        _check_positive_or_none("max_concurrent", self.max_concurrent, "No limit: use None.")
+        _check_positive_or_none("rate_limit", self.rate_limit, "No limit: use None.")
+        _check_positive_or_none(
+            "tokens_per_minute", self.tokens_per_minute, "No limit: use None."
+        )
+        if self.max_retries < 0:
+            raise ConfigError(f"max_retries must be >= 0, got {self.max_retries}.")
+        if self.timeout <= 0:
+            raise ConfigError(f"timeout must be > 0 seconds, got {self.timeout}.")
+        if self.transport not in ("aiohttp", "sdk"):
+            raise ConfigError(f"transport must be 'aiohttp' or 'sdk', got {self.transport!r}.")
+
+    @property
+    def resolved_base_url(self) -> str:
+        """The base URL to call (the provider default if none was given)."""
+        url = self.base_url or _DEFAULT_BASE_URL[self.provider_api]
+        assert url is not None  # vllm without base_url is rejected in __post_init__
+        return url.rstrip("/")
+
+    @property
+    def key_env_var(self) -> str | None:
+        """The environment variable the key is read from, or None if no key is needed."""
+        return self.api_key_env or _DEFAULT_KEY_ENV[self.provider_api]
+
+    def resolve_api_key(self, alias: str | None = None) -> str | None:
+        """Return the key to send, read now from the environment if not given.
+
+        Raises:
+            MissingAPIKeyError: The provider needs a key and none is set.
+        """
+        if self.api_key:
+            return self.api_key
+        env = self.key_env_var
+        if env is None:
+            return None
+        key = os.environ.get(env)
+        if not key:
+            raise MissingAPIKeyError(env, alias)
+        return key
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A key given inline stays in this process: pickles go to checkpoints and Ray objects.
+        state = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        state["api_key"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as plain data, without the API key."""
+        return self.__getstate__() | {"api_key": None}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, alias: str = "?") -> EndpointConfig:
+        """Build from a mapping shaped like the constructor; unknown keys are rejected."""
+        valid = [f.name for f in dataclasses.fields(EndpointConfig)]
+        unknown = sorted(set(data) - set(valid))
+        if unknown:
+            raise ConfigError(
+                f"Unknown key(s) {unknown} in endpoint '{alias}'. Valid keys: {valid}."
+            )
+        if "provider_api" not in data or "model" not in data:
+            raise ConfigError(
+                f"Endpoint '{alias}' needs 'provider_api' (openai, anthropic, vllm) and 'model'."
+            )
+        try:
+            return EndpointConfig(**dict(data))
+        except TypeError as exc:
+            raise ConfigError(f"Endpoint '{alias}': {exc}") from exc
+
+
+def _check_positive_or_none(name: str, value: float | None, hint: str) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):  # pyright: ignore[reportUnnecessaryIsInstance]
+        raise ConfigError(f"{name} must be a number or None, got {value!r}.")
+    if value <= 0:
+        raise ConfigError(f"{name} must be >= 1, got {value}. {hint}")
+
+
+def OpenAIEndpointConfig(model: str, **kwargs: Any) -> EndpointConfig:  # noqa: N802
+    """An endpoint speaking the OpenAI Chat Completions format (key from OPENAI_API_KEY)."""
+    return EndpointConfig(provider_api="openai", model=model, **kwargs)
+
+
+def AnthropicEndpointConfig(model: str, **kwargs: Any) -> EndpointConfig:  # noqa: N802
+    """An endpoint speaking the Anthropic Messages format (key from ANTHROPIC_API_KEY)."""
+    return EndpointConfig(provider_api="anthropic", model=model, **kwargs)
+
+
+@dataclass(frozen=True)
+class ResourceConfig:
+    """Aliases mapped to endpoints.
+
+    Example:
+        >>> resources = ResourceConfig(endpoints={
+        ...     "fast": OpenAIEndpointConfig(model="gpt-4o-mini", max_concurrent=20),
+        ... })
+    """
+
+    endpoints: Mapping[str, Any] = field(default_factory=dict[str, Any])
+
+    def __post_init__(self) -> None:
+        checked: dict[str, Any] = {}
+        for alias, cfg in self.endpoints.items():
+            if not isinstance(alias, str) or not alias:  # pyright: ignore[reportUnnecessaryIsInstance]
+                raise ConfigError(f"Endpoint aliases must be non-empty strings, got {alias!r}.")
+            if isinstance(cfg, Mapping):
+                cfg = EndpointConfig.from_dict(cfg, alias=alias)  # pyright: ignore[reportUnknownArgumentType]
+            if not hasattr(cfg, "provider_api"):
+                raise ConfigError(
+                    f"Endpoint '{alias}' must be an EndpointConfig (or a dict shaped like one), "
+                    f"got {type(cfg).__name__}."
+                )
+            checked[alias] = cfg
+        object.__setattr__(self, "endpoints", checked)
+
+    def __getitem__(self, alias: str) -> Any:
+        try:
+            return self.endpoints[alias]
+        except KeyError:
+            raise ConfigError(
+                f"Alias '{alias}' is not in the ResourceConfig (known: {sorted(self.endpoints)}). "
+                f"Add endpoints={{'{alias}': OpenAIEndpointConfig(model=...)}}."
+            ) from None
+
+    def __contains__(self, alias: object) -> bool:
+        return alias in self.endpoints
+
+    def aliases(self) -> list[str]:
+        """The configured aliases."""
+        return list(self.endpoints)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """Build from ``{"endpoints": {alias: {...}}}``; unknown keys are rejected."""
+        if not isinstance(data, Mapping):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise ConfigError(
+                f"A resource config must be a mapping with key 'endpoints', got "
+                f"{type(data).__name__}."
+            )
+        unknown = sorted(set(data) - {"endpoints"})
+        if unknown:
+            raise ConfigError(f"Unknown key(s) {unknown} in resource config. Valid keys: "
+                              "['endpoints'].")
+        endpoints = data.get("endpoints") or {}
+        if not isinstance(endpoints, Mapping):
+            raise ConfigError("'endpoints' must map alias -> endpoint settings.")
+        return cls(endpoints=dict(endpoints))  # pyright: ignore[reportUnknownArgumentType]
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> Self:
+        """Load from YAML shaped like the Python object.
+
+        Example YAML::
+
+            endpoints:
+              fast: {provider_api: openai, model: gpt-4o-mini, max_concurrent: 32}
+        """
+        import yaml
+
+        p = Path(path)
+        try:
+            text = p.read_text()
+        except OSError as exc:
+            raise ConfigError(f"Cannot read resource config {p}: {exc}") from exc
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"Malformed YAML in {p}: {exc}") from exc
+        try:
+            return cls.from_dict(data or {})
+        except ConfigError as exc:
+            raise ConfigError(f"{p}: {exc}") from exc
