@@ -1,0 +1,20 @@
+"""Running traced graphs: settings, the executor contract, the local executor."""
+
+from plait.execution.call import PendingCall, run
+from plait.execution.contract import Executor, Job, get_executor
+from plait.execution.report import RunReport
+from plait.execution.results import BatchResult, RowResult
+from plait.execution.settings import ExecutionSettings, ResolvedSettings
+
+__all__ = [
+    "BatchResult",
+    "ExecutionSettings",
+    "Executor",
+    "Job",
+    "PendingCall",
+    "ResolvedSettings",
+    "RowResult",
+    "RunReport",
+    "get_executor",
+    "run",
+]

@@ -1,0 +1,206 @@
+"""Calling a pipeline: ``await pipeline(x)``, batches, streams, ``run()`` and ``run_sync``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from plait.errors import BatchError, ConfigError
+from plait.execution.contract import Job, get_executor
+from plait.execution.inputs import CallInputs, split_inputs
+from plait.execution.report import RunObserver
+from plait.execution.results import BatchResult, RowResult
+from plait.execution.settings import ExecutionSettings, ResolvedSettings, resolve_settings
+from plait.graph import InferenceGraph
+from plait.module import Module
+
+__all__ = ["PendingCall", "run", "run_sync"]
+
+
+class PendingCall:
+    """A pipeline call not yet started: ``await`` it for the result, or ``async for`` over
+    it to receive ``BatchResult``s as rows finish.
+
+    Awaiting a single input returns the output or raises the row's error. Awaiting a batch
+    returns the outputs in input order, or raises ``BatchError`` carrying every failure and
+    the successful outputs; with ``streaming=True`` it returns ``BatchResult``s instead.
+    """
+
+    __slots__ = ("args", "kwargs", "module", "overrides")
+
+    def __init__(self, module: Module, args: tuple[Any, ...], kwargs: dict[str, Any],
+                 overrides: dict[str, Any] | None = None) -> None:
+        self.module = module
+        self.args = args
+        self.kwargs = kwargs
+        self.overrides = overrides or {}
+
+    def __await__(self) -> Any:
+        return _await_call(self).__await__()
+
+    def __aiter__(self) -> AsyncIterator[BatchResult]:
+        return _stream_call(self)
+
+
+def run(module: Module, *args: Any, **settings: Any) -> PendingCall:
+    """Run ``module`` on ``args`` with per-call settings (highest priority).
+
+    Args:
+        module: The pipeline.
+        *args: Inputs, as for ``module(...)`` (a list is a batch).
+        **settings: ``ExecutionSettings`` fields: ``resources``, ``executor``,
+            ``max_inflight``, ``checkpoint_dir``, ``streaming``, ...
+
+    Example:
+        >>> result = await run(pipeline, "text", resources=config, max_inflight=32)
+        >>> async for r in run(pipeline, rows, resources=config):
+        ...     print(r.index, r.ok)
+    """
+    ExecutionSettings.check_keys(settings)
+    return PendingCall(module, args, {}, settings)
+
+
+def run_sync(module: Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Run a call to completion from synchronous code, even inside a running event loop."""
+    call = PendingCall(module, args, kwargs)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(_await_call(call))
+    # A loop is already running in this thread (Jupyter): run ours in a helper thread,
+    # carrying the caller's context so ExecutionSettings still apply.
+    ctx = contextvars.copy_context()
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = ctx.run(asyncio.run, _await_call(call))
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="plait-run-sync", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+class _Prepared:
+    def __init__(self, call: PendingCall) -> None:
+        self.module = call.module
+        self.settings, self.context = resolve_settings(call.overrides, call.module.__dict__.get(
+            "_bound"))
+        self.inputs: CallInputs = split_inputs(call.module, call.args, call.kwargs)
+        self.graph: InferenceGraph | None = None
+        if self.inputs.total != 0:
+            self.graph = call.module.graph_for(*self.inputs.shape)
+            _check_aliases(self.graph, self.settings, call.module)
+
+
+async def _results(prepared: _Prepared) -> AsyncIterator[RowResult]:
+    """Run the prepared call; yield RowResults as rows finish."""
+    if prepared.graph is None:
+        return
+    settings = prepared.settings
+    executor = get_executor(settings.executor)
+    shared = prepared.context.shared if prepared.context is not None else None
+    observer = RunObserver(prepared.module, settings, prepared.inputs.total,
+                           shared=shared if shared is not None and shared.owns(settings) else None)
+    job = Job(module=prepared.module, graph=prepared.graph, rows=prepared.inputs.rows,
+              settings=settings, events=observer.events, record=prepared.module.training,
+              manager=observer.manager)
+    started = time.perf_counter()
+    checkpoint = observer.open_checkpoint(prepared.graph, prepared.inputs, job)
+    try:
+        async for done in checkpoint.completed():
+            observer.row_done(done)
+            yield done
+        async for result in executor.execute(job):
+            await checkpoint.row_finished(result)
+            observer.row_done(result)
+            yield result
+    finally:
+        await checkpoint.aclose()
+        observer.finish(executor, time.perf_counter() - started)
+
+
+async def _await_call(call: PendingCall) -> Any:
+    prepared = _Prepared(call)
+    inputs = prepared.inputs
+    if not inputs.is_batch:
+        (result,) = [r async for r in _results(prepared)]
+        if result.error is not None:
+            raise result.error
+        return _attach(prepared, result)
+    outputs: dict[int, Any] = {}
+    failures: dict[int, BaseException] = {}
+    results: dict[int, RowResult] = {}
+    async for result in _results(prepared):
+        if prepared.settings.streaming:
+            results[result.index] = result
+        elif result.error is not None:
+            failures[result.index] = result.error
+        else:
+            outputs[result.index] = _attach(prepared, result)
+    if prepared.settings.streaming:
+        return [_batch_result(inputs, results[i]) for i in sorted(results)]
+    count = max([*outputs, *failures], default=-1) + 1
+    ordered = [outputs.get(i) for i in range(count)]
+    if failures:
+        raise BatchError(failures, ordered)
+    return ordered
+
+
+async def _stream_call(call: PendingCall) -> AsyncIterator[BatchResult]:
+    prepared = _Prepared(call)
+    results = _results(prepared)
+    try:
+        if not prepared.settings.preserve_order:
+            async for result in results:
+                yield _batch_result(prepared.inputs, result)
+            return
+        waiting: dict[int, RowResult] = {}
+        next_index = 0
+        async for result in results:
+            waiting[result.index] = result
+            while next_index in waiting:
+                yield _batch_result(prepared.inputs, waiting.pop(next_index))
+                next_index += 1
+    finally:
+        await results.aclose()
+
+
+def _batch_result(inputs: CallInputs, result: RowResult) -> BatchResult:
+    original = inputs.originals[result.index] if inputs.originals is not None else None
+    return BatchResult(result.index, original, result.output, result.error)
+
+
+def _attach(prepared: _Prepared, result: RowResult) -> Any:
+    if result.record is None:
+        return result.output
+    from plait.optim.record import attach_record
+
+    return attach_record(result.output, prepared.module, prepared.graph, result.record)
+
+
+def _check_aliases(graph: InferenceGraph, settings: ResolvedSettings, module: Module) -> None:
+    known = set(settings.resources.aliases())
+    for node in graph.llm_nodes():
+        if node.alias not in known:
+            hint = (
+                "No resources are bound: call pipeline.bind(resources=ResourceConfig(...)), "
+                "use `async with ExecutionSettings(resources=...)`, or pass resources= to run()."
+                if not known else
+                f"Add endpoints={{'{node.alias}': OpenAIEndpointConfig(model=...)}} to the "
+                "ResourceConfig, or change the module's alias."
+            )
+            raise ConfigError(
+                f"{type(module).__name__} node '{node.id}' (LLMInference at {node.source}) uses "
+                f"alias '{node.alias}', which is not in the ResourceConfig (known: "
+                f"{sorted(known)}). {hint}"
+            )

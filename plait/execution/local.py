@@ -1,0 +1,111 @@
+"""The local executor: one asyncio loop, rows pipelined, in-flight rows bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from plait.clients.base import Usage
+from plait.execution.contract import Job, Row
+from plait.execution.interpreter import Interpreter
+from plait.execution.results import RowResult
+from plait.resources.manager import ResourceManager
+from plait.resources.router import PoolRouter
+
+__all__ = ["LocalExecutor"]
+
+
+class LocalExecutor:
+    """Runs every row in this process's event loop.
+
+    Rows start as capacity frees up (at most ``settings.inflight_limit()`` at once), and each
+    row's nodes start as soon as their inputs are ready, so row 2's first call never waits for
+    row 1's last. One resource manager (a client, a slot pool and a rate limiter per alias)
+    serves all rows.
+
+    Example:
+        >>> results = await run(pipeline, rows, executor="local", max_inflight=128)
+    """
+
+    name = "local"
+
+    def __init__(self) -> None:
+        self._stats: dict[str, dict[str, Any]] = {}
+
+    def endpoint_stats(self) -> dict[str, dict[str, Any]]:
+        """Per-alias statistics of the last job."""
+        return self._stats
+
+    async def execute(self, job: Job) -> AsyncIterator[RowResult]:
+        """Yield a RowResult per row as rows finish (see ``Executor``)."""
+        settings = job.settings
+        owned = job.manager is None
+        manager = job.manager or ResourceManager(settings.resources, events=job.events)
+        try:
+            await manager.start(sorted(job.graph.aliases()))
+            interp = Interpreter(job.graph, job.module, PoolRouter(manager), events=job.events,
+                                 max_concurrent=settings.max_concurrent)
+            async for result in _pipeline_rows(job, interp, settings.inflight_limit()):
+                yield result
+        finally:
+            self._stats = manager.stats()
+            if owned:
+                await manager.aclose()
+
+
+async def _pipeline_rows(job: Job, interp: Interpreter, limit: int) -> AsyncIterator[RowResult]:
+    finished: deque[RowResult] = deque()
+    wake = asyncio.Event()
+    running: set[asyncio.Task[None]] = set()
+    rows = iter(job.rows)
+    exhausted = False
+
+    async def run_one(row: Row) -> None:
+        index, args, kwargs = row
+        started = time.perf_counter()
+        try:
+            preset = job.presets(index) if job.presets is not None else None
+            outcome = await interp.run_row(args, kwargs, row=index, preset=preset,
+                                           record=job.record, on_node=_node_hook(job, index))
+        except Exception as exc:
+            result = RowResult(index, error=exc, latency=time.perf_counter() - started)
+        else:
+            result = RowResult(index, outcome.output, None, outcome.input_tokens,
+                               outcome.output_tokens, time.perf_counter() - started,
+                               outcome.values)
+        # Leave `running` before waking the consumer: a done-callback would run too late.
+        running.discard(asyncio.current_task())  # type: ignore[arg-type]
+        finished.append(result)
+        wake.set()
+
+    try:
+        while True:
+            while not exhausted and len(running) < limit:
+                row = next(rows, None)
+                if row is None:
+                    exhausted = True
+                    break
+                running.add(asyncio.create_task(run_one(row)))
+            if not finished:
+                if exhausted and not running:
+                    return
+                wake.clear()
+                await wake.wait()
+                continue
+            while finished:
+                yield finished.popleft()
+    finally:
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
+
+
+def _node_hook(job: Job, index: int) -> Callable[[str, Any, Usage | None], None] | None:
+    hook = job.on_node
+    if hook is None:
+        return None
+    return lambda node_id, value, usage: hook(index, node_id, value, usage)

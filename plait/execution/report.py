@@ -1,0 +1,113 @@
+"""Watching a run: events, progress, the profile, and the report left on the module."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from plait.execution.checkpointing import CheckpointSession, open_checkpoint
+from plait.profiling.progress import make_progress
+from plait.profiling.summary import RunSummary, summarize
+from plait.profiling.trace import TraceProfiler
+
+if TYPE_CHECKING:
+    from plait.events import EventSink
+    from plait.execution.contract import Executor, Job
+    from plait.execution.inputs import CallInputs
+    from plait.execution.results import RowResult
+    from plait.execution.settings import ResolvedSettings
+    from plait.execution.shared import SharedRuntime
+    from plait.graph import InferenceGraph
+    from plait.module import Module
+    from plait.resources.manager import ResourceManager
+
+__all__ = ["RunObserver", "RunReport"]
+
+DEFAULT_PROFILE_PATH = Path("plait-trace.json")
+
+
+@dataclass
+class RunReport:
+    """What one pipeline call did; left on the module as ``module.last_run``.
+
+    Attributes:
+        wall_time: Seconds from start to the last row.
+        rows: Rows finished (including rows restored from a checkpoint).
+        failed: Rows that failed.
+        resumed: Rows restored from a checkpoint without running.
+        endpoints: Alias -> requests, tokens, retries, 429s, cost estimate, latency.
+        summary: With ``profile=True``: utilisation, bubbles and latency percentiles.
+        profile_path: Where the Chrome trace was written, if profiling.
+    """
+
+    wall_time: float = 0.0
+    rows: int = 0
+    failed: int = 0
+    resumed: int = 0
+    endpoints: dict[str, dict[str, Any]] = field(default_factory=dict[str, dict[str, Any]])
+    summary: RunSummary | None = None
+    profile_path: Path | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-able data."""
+        return {
+            "wall_time": self.wall_time, "rows": self.rows, "failed": self.failed,
+            "resumed": self.resumed, "endpoints": self.endpoints,
+            "summary": self.summary.to_dict() if self.summary is not None else None,
+            "profile_path": str(self.profile_path) if self.profile_path else None,
+        }
+
+
+class RunObserver:
+    """Everything a call watches besides the rows themselves."""
+
+    def __init__(self, module: Module, settings: ResolvedSettings, total: int | None, *,
+                 shared: SharedRuntime | None) -> None:
+        self.module = module
+        self.settings = settings
+        self.total = total
+        self.profiler = TraceProfiler() if settings.profile else None
+        self.events: EventSink | None = self.profiler
+        self.manager: ResourceManager | None = None
+        if shared is not None:
+            self.manager = shared.manager(settings)
+        self.progress = make_progress(total, settings.progress, desc=type(module).__name__)
+        self.report = RunReport()
+        self.checkpoint: CheckpointSession | None = None
+
+    def open_checkpoint(self, graph: InferenceGraph, inputs: CallInputs,
+                        job: Job) -> CheckpointSession:
+        """Resume from / record into ``settings.checkpoint_dir`` (a no-op session if unset)."""
+        self.checkpoint = open_checkpoint(self.module, graph, inputs, job, self.settings)
+        return self.checkpoint
+
+    def row_done(self, result: RowResult) -> None:
+        """Count a finished row."""
+        report = self.report
+        report.rows += 1
+        failed = result.error is not None
+        report.failed += failed
+        self.progress.update(1, failed=failed)
+        if self.settings.on_progress is not None:
+            self.settings.on_progress(report.rows, self.total)
+
+    def finish(self, executor: Executor, wall_time: float) -> None:
+        """Write the profile and leave the report on the module."""
+        self.progress.close()
+        report = self.report
+        report.wall_time = wall_time
+        report.endpoints = executor.endpoint_stats()
+        if self.checkpoint is not None:
+            report.resumed = self.checkpoint.resumed
+        if self.profiler is not None:
+            extra = getattr(executor, "collected_events", None)
+            if extra is not None:
+                self.profiler.extend(extra())
+            limits = {alias: getattr(cfg, "max_concurrent", None)
+                      for alias, cfg in self.settings.resources.endpoints.items()}
+            report.summary = summarize(self.profiler.events, max_concurrent=limits,
+                                       wall_time=wall_time, endpoint_stats=report.endpoints)
+            path = self.settings.profile_path or DEFAULT_PROFILE_PATH
+            report.profile_path = self.profiler.write(path)
+        object.__setattr__(self.module, "last_run", report)

@@ -1,0 +1,93 @@
+"""``LLMInference``: the leaf module that is one LLM call."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from plait.clients.base import LLMRequest
+from plait.errors import ConfigError
+from plait.module import Module
+from plait.parameter import Parameter
+
+__all__ = ["LLMInference"]
+
+
+class LLMInference(Module):
+    """One LLM call, sent to the endpoint bound to ``alias`` when the graph runs.
+
+    Args:
+        alias: Endpoint alias, resolved through the ``ResourceConfig`` at run time.
+        system_prompt: A string (frozen) or a learnable ``Parameter``.
+        temperature: Sampling temperature.
+        max_tokens: Output token cap, or None for the provider default.
+        response_format: A pydantic model class: the reply is requested as JSON following its
+            schema, validated, and returned as an instance. A validation failure is retried
+            within the endpoint's retry budget.
+
+    Example:
+        >>> class Facts(BaseModel):
+        ...     title: str
+        ...     facts: list[str]
+        >>> extract = LLMInference(alias="fast", response_format=Facts)
+    """
+
+    leaf = True
+
+    def __init__(
+        self,
+        alias: str,
+        system_prompt: str | Parameter = "",
+        temperature: float = 1.0,
+        max_tokens: int | None = None,
+        response_format: type[BaseModel] | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(alias, str) or not alias:  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise ConfigError(f"LLMInference alias must be a non-empty string, got {alias!r}.")
+        if response_format is not None and not (
+            isinstance(response_format, type) and issubclass(response_format, BaseModel)  # pyright: ignore[reportUnnecessaryIsInstance]
+        ):
+            raise ConfigError(
+                f"response_format must be a pydantic BaseModel subclass, got {response_format!r}."
+            )
+        if max_tokens is not None and max_tokens < 1:
+            raise ConfigError(f"max_tokens must be >= 1 or None, got {max_tokens}.")
+        self.alias = alias
+        self.system_prompt = (
+            system_prompt
+            if isinstance(system_prompt, Parameter)
+            else Parameter(system_prompt, requires_grad=False)
+        )
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.response_format = response_format
+        # The schema is fixed per class; computing it per call would cost ~100 µs.
+        self.json_schema = response_format.model_json_schema() if response_format else None
+
+    def forward(self, prompt: str) -> Any:
+        """Not called directly: the executor sends the request (see ``build_request``)."""
+        raise NotImplementedError("LLMInference runs through the executor, not forward().")
+
+    def build_request(self, prompt: str) -> LLMRequest:
+        """The provider-neutral request for ``prompt`` with this module's current settings."""
+        fmt = self.response_format
+        return LLMRequest(
+            prompt=prompt,
+            system_prompt=self.system_prompt.value,
+            temperature=self.temperature,
+            max_tokens=self.max_tokens,
+            json_schema=self.json_schema,
+            schema_name=fmt.__name__ if fmt is not None else "response",
+        )
+
+    def parse(self, text: str) -> Any:
+        """The reply as the module's output: text, or a validated ``response_format`` model."""
+        if self.response_format is None:
+            return text
+        return self.response_format.model_validate_json(text)
+
+    def extra_repr(self) -> str:
+        fmt = f", response_format={self.response_format.__name__}" if self.response_format else ""
+        return f"alias={self.alias!r}, temperature={self.temperature}{fmt}"

@@ -1,0 +1,83 @@
+"""Learnable values: prompts and instructions that backward passes improve."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from plait.errors import ConfigError
+
+__all__ = ["Parameter"]
+
+
+class Parameter:
+    """A value (usually a prompt) that an optimizer may rewrite, like ``nn.Parameter``.
+
+    Args:
+        value: The current value.
+        description: What the value is for. Required when ``requires_grad`` is True, because
+            the optimizer's LLM rewrites the value from feedback and needs to know its role.
+        requires_grad: Whether optimizers update this value.
+
+    Example:
+        >>> p = Parameter("Be concise.", description="Style of the summary.")
+        >>> p.value
+        'Be concise.'
+    """
+
+    def __init__(
+        self, value: str, description: str | None = None, requires_grad: bool = True
+    ) -> None:
+        if not isinstance(value, str):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise ConfigError(
+                f"Parameter value must be a string, got {type(value).__name__}: {value!r}."
+            )
+        if requires_grad and not (description and description.strip()):
+            raise ConfigError(
+                f"Parameter({value[:40]!r}) is learnable (requires_grad=True) but has no "
+                "description. Pass description='what this value controls' so the optimizer "
+                "can rewrite it coherently, or requires_grad=False to freeze it."
+            )
+        self.value = value
+        self.description = description
+        self.requires_grad = requires_grad
+        self._feedback: list[str] = []
+        self._name: str | None = None
+
+    @property
+    def feedback(self) -> list[str]:
+        """Feedback accumulated by backward passes since the last step or zero_feedback()."""
+        return list(self._feedback)
+
+    def accumulate_feedback(self, feedback: str) -> None:
+        """Collect one piece of feedback for the next optimizer step."""
+        if self.requires_grad and feedback:
+            self._feedback.append(feedback)
+
+    def zero_feedback(self) -> None:
+        """Drop accumulated feedback (like ``zero_grad``)."""
+        self._feedback.clear()
+
+    def apply_update(self, new_value: str) -> None:
+        """Set a new value (the optimizer's update) and clear the feedback."""
+        self.value = new_value
+        self._feedback.clear()
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __repr__(self) -> str:
+        grad = "" if self.requires_grad else ", requires_grad=False"
+        return f"Parameter({self.value!r}{grad})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Feedback is transient training state; workers get the value and description only.
+        return {
+            "value": self.value,
+            "description": self.description,
+            "requires_grad": self.requires_grad,
+            "_name": self._name,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._feedback = []

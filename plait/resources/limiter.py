@@ -1,0 +1,297 @@
+"""The in-process owner of one endpoint's limits: slots, request rate, token rate, 429 pauses.
+
+``LocalPermitSource`` implements ``PermitSource`` for a single process:
+
+* **Slots.** ``max_concurrent`` numbered slots; a permit carries its slot id so profiling can
+  draw one track per slot. Waiters are served FIFO and a freed slot is handed straight to
+  the first waiter, so latecomers cannot barge in.
+* **Request bucket.** A token bucket refilled at the effective rate. Its capacity is 0.1 s
+  of budget (at least 1 request): enough to absorb event-loop scheduling lag so the achieved
+  rate matches the configured one, yet far from the whole minute's budget a naive
+  per-minute bucket would fire at t=0 (providers enforce per-minute limits over much
+  shorter windows, so such a burst earns 429s).
+* **Token bucket.** ``tokens_per_minute`` with the same 0.1 s capacity; a request larger
+  than the capacity may start when the bucket is full and leaves it in debt. The estimate
+  reserved at acquire time is corrected with the real usage on release.
+* **Adaptive (AIMD).** ``on_rate_limited`` pauses every acquisition until ``now +
+  retry_after`` and halves the effective rate (at most once per second, since a burst of
+  429s reports one overload). With no configured rate, the first 429 derives one from the
+  completions observed over the last 1-2 s. ``on_success`` adds back 1% of the configured
+  rate per success (1% of the current rate when derived); after ``recovery_period``
+  seconds without a 429 the configured rate is restored (or a derived limit removed).
+
+Fast path (free slot, budget available, no pause, no waiters): no task, no future, a few
+attribute updates. Waiting is cancellation-safe: a cancelled waiter never holds or loses a
+slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+from plait.resources.clock import Clock, MonotonicClock
+from plait.resources.permits import Permit
+
+__all__ = ["LocalPermitSource"]
+
+_BURST_WINDOW = 0.1  # seconds of budget a bucket may hold
+_DECREASE = 0.5  # multiplicative decrease on 429
+_DECREASE_COOLDOWN = 1.0  # seconds: one decrease per overload episode
+_INCREASE_FRACTION = 0.01  # additive increase per success, as a fraction of the target
+_MIN_RATE = 0.05  # requests/s floor of an adaptively lowered rate
+_DEFAULT_PAUSE = 1.0  # seconds to pause after a 429 without retry-after
+
+
+class _Bucket:
+    """A token bucket with lazy refill; ``level`` may go negative (debt)."""
+
+    __slots__ = ("capacity", "last", "level", "rate")
+
+    def __init__(self, rate: float, now: float) -> None:
+        self.rate = rate
+        self.capacity = max(1.0, rate * _BURST_WINDOW)
+        self.level = self.capacity
+        self.last = now
+
+    def refill(self, now: float) -> None:
+        if now > self.last:
+            self.level = min(self.capacity, self.level + (now - self.last) * self.rate)
+            self.last = now
+
+    def set_rate(self, rate: float, now: float) -> None:
+        self.refill(now)
+        self.rate = rate
+        self.capacity = max(1.0, rate * _BURST_WINDOW)
+        self.level = min(self.level, self.capacity)
+
+    def delay(self, amount: float) -> float:
+        """Seconds until ``amount`` (capped at capacity) is available; 0 if it is now."""
+        need = min(amount, self.capacity)
+        if self.level >= need:
+            return 0.0
+        return (need - self.level) / self.rate
+
+
+class LocalPermitSource:
+    """Concurrency slots plus adaptive request/token rate limits, owned by this process.
+
+    Args:
+        max_concurrent: Slots, or None for no concurrency limit (permits get slot -1).
+        rate_limit_per_min: Requests per minute, or None (may become adaptive after a 429).
+        tokens_per_min: Tokens per minute, or None.
+        clock: Time source; ``MonotonicClock()`` if None.
+        recovery_period: Seconds without a 429 after which the configured rate is restored
+            (or a derived limit removed).
+    """
+
+    def __init__(
+        self,
+        max_concurrent: int | None,
+        rate_limit_per_min: float | None = None,
+        tokens_per_min: float | None = None,
+        clock: Clock | None = None,
+        *,
+        recovery_period: float = 30.0,
+    ) -> None:
+        self._clock: Clock = clock or MonotonicClock()
+        now = self._clock.now()
+        self._max_concurrent = max_concurrent
+        self._free: list[int] = list(range(max_concurrent or 0))[::-1]
+        self._slot_waiters: deque[asyncio.Future[int]] = deque()
+        self._in_flight = 0
+        self._configured_rate = rate_limit_per_min / 60.0 if rate_limit_per_min else None
+        self._requests = _Bucket(self._configured_rate, now) if self._configured_rate else None
+        self._tokens = _Bucket(tokens_per_min / 60.0, now) if tokens_per_min else None
+        self._rate_lock = asyncio.Lock()
+        self._rate_waiters = 0
+        self._paused_until = float("-inf")
+        self._last_decrease = float("-inf")
+        self._last_rate_limited = float("-inf")
+        self._recovery_period = recovery_period
+        # Completions per 1-second bucket (current and previous) to derive a rate on 429.
+        self._created = now
+        self._done_second = int(now)
+        self._done_now = 0
+        self._done_prev = 0
+
+    # -- introspection ---------------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        """Permits currently held."""
+        return self._in_flight
+
+    @property
+    def effective_rate_per_min(self) -> float | None:
+        """The request rate now enforced (requests/min), or None when unlimited."""
+        return self._requests.rate * 60.0 if self._requests else None
+
+    @property
+    def paused_until(self) -> float:
+        """Clock time until which acquisitions wait after a 429 (-inf if never paused)."""
+        return self._paused_until
+
+    # -- PermitSource ----------------------------------------------------------------------
+
+    async def acquire(self, tokens: int) -> Permit:
+        """Wait for a slot, then for the rate budget, and return a permit for one attempt."""
+        clock = self._clock
+        now = clock.now()
+        queue_wait = 0.0
+        if self._max_concurrent is None:
+            slot = -1
+        elif self._free and not self._slot_waiters:
+            slot = self._free.pop()
+        else:
+            slot = await self._wait_for_slot()
+            start, now = now, clock.now()
+            queue_wait = now - start
+        self._in_flight += 1
+        try:
+            if self._rate_waiters == 0 and self._try_take(now, tokens):
+                rate_wait = 0.0
+            else:
+                rate_wait = await self._wait_for_rate(tokens)
+        except BaseException:
+            self._give_back_slot(slot)
+            raise
+        return Permit(slot=slot, tokens=tokens, queue_wait=queue_wait, rate_wait=rate_wait)
+
+    def release(self, permit: Permit, *, used_tokens: int | None) -> None:
+        """Return the permit's slot and correct its token reservation with real usage."""
+        if used_tokens is not None and self._tokens is not None:
+            bucket = self._tokens
+            bucket.refill(self._clock.now())
+            bucket.level = min(bucket.capacity, bucket.level + permit.tokens - used_tokens)
+        self._count_completion()
+        self._give_back_slot(permit.slot)
+
+    def on_rate_limited(self, retry_after: float | None) -> None:
+        """Pause all acquisitions for ``retry_after`` seconds and lower the rate."""
+        now = self._clock.now()
+        pause = retry_after if retry_after is not None and retry_after > 0 else _DEFAULT_PAUSE
+        self._paused_until = max(self._paused_until, now + pause)
+        self._last_rate_limited = now
+        if now - self._last_decrease < _DECREASE_COOLDOWN:
+            return
+        self._last_decrease = now
+        if self._requests is None:
+            observed = self._observed_rate(now)
+            self._requests = _Bucket(max(_MIN_RATE, observed * _DECREASE if observed else 1.0),
+                                     now)
+        else:
+            self._requests.set_rate(max(_MIN_RATE, self._requests.rate * _DECREASE), now)
+
+    def on_success(self) -> None:
+        """Raise a lowered rate additively; restore it fully after a quiet period."""
+        bucket = self._requests
+        if bucket is None or bucket.rate == self._configured_rate:
+            return
+        now = self._clock.now()
+        if now - self._last_rate_limited >= self._recovery_period:
+            if self._configured_rate is None:
+                self._requests = None
+            else:
+                bucket.set_rate(self._configured_rate, now)
+            return
+        target = self._configured_rate or bucket.rate
+        new_rate = bucket.rate + target * _INCREASE_FRACTION
+        if self._configured_rate is not None:
+            new_rate = min(new_rate, self._configured_rate)
+        bucket.set_rate(new_rate, now)
+
+    # -- internals -------------------------------------------------------------------------
+
+    async def _wait_for_slot(self) -> int:
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._slot_waiters.append(fut)
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                # The slot was handed over just as we were cancelled: pass it on.
+                self._release_slot(fut.result())
+            else:
+                try:
+                    self._slot_waiters.remove(fut)
+                except ValueError:
+                    pass
+            raise
+
+    def _give_back_slot(self, slot: int) -> None:
+        self._in_flight -= 1
+        if slot != -1:
+            self._release_slot(slot)
+
+    def _release_slot(self, slot: int) -> None:
+        waiters = self._slot_waiters
+        while waiters:
+            fut = waiters.popleft()
+            if not fut.done():
+                fut.set_result(slot)
+                return
+        self._free.append(slot)
+
+    def _try_take(self, now: float, tokens: int) -> bool:
+        if now < self._paused_until:
+            return False
+        requests, token_bucket = self._requests, self._tokens
+        if requests is not None:
+            requests.refill(now)
+            if requests.level < 1.0:
+                return False
+        if token_bucket is not None:
+            token_bucket.refill(now)
+            if token_bucket.delay(tokens) > 0:
+                return False
+            token_bucket.level -= tokens
+        if requests is not None:
+            requests.level -= 1.0
+        return True
+
+    async def _wait_for_rate(self, tokens: int) -> float:
+        # One waiter at a time sleeps on the buckets (FIFO through the lock), so N waiters
+        # cost N wake-ups, not N^2, and nobody starves.
+        clock = self._clock
+        start = clock.now()
+        self._rate_waiters += 1
+        try:
+            async with self._rate_lock:
+                while not self._try_take(now := clock.now(), tokens):
+                    await clock.sleep(self._delay(now, tokens))
+        finally:
+            self._rate_waiters -= 1
+        return clock.now() - start
+
+    def _delay(self, now: float, tokens: int) -> float:
+        if now < self._paused_until:
+            return self._paused_until - now
+        delay = 0.0
+        if self._requests is not None:
+            delay = self._requests.delay(1.0)
+        if self._tokens is not None:
+            delay = max(delay, self._tokens.delay(tokens))
+        # Guard against float rounding leaving a zero-length sleep in a busy loop.
+        return max(delay, 1e-6)
+
+    def _count_completion(self) -> None:
+        second = int(self._clock.now())
+        if second != self._done_second:
+            self._done_prev = self._done_now if second == self._done_second + 1 else 0
+            self._done_now = 0
+            self._done_second = second
+        self._done_now += 1
+
+    def _observed_rate(self, now: float) -> float:
+        second = int(now)
+        if second == self._done_second:
+            count = self._done_now + self._done_prev
+        elif second == self._done_second + 1:
+            count = self._done_now
+        else:
+            return 0.0
+        # Measure from when this source started if that is later, so a 429 in the first
+        # second does not spread a handful of completions over a whole second.
+        span = now - max(second - 1, self._created)
+        return count / span if span > 0 else 0.0

@@ -1,0 +1,247 @@
+"""One endpoint's call path: permit, client call, validation, retries, stats and events.
+
+Retry policy, decided from error data (``retryable``, ``status``, ``retry_after``):
+
+* **429** (``RateLimitError``): tell the permit source (``on_rate_limited``), which pauses
+  every acquisition for ``retry_after`` and lowers the rate; then retry through the permit
+  source, so the pause and the lowered rate pace the retry. 429s do not spend
+  ``max_retries``: under a storm every request may see several, and failing rows because
+  the provider asked us to slow down is wrong. They have their own, larger budget:
+  ``rate_limit_retries`` attempts (default 100) and ``rate_limit_patience`` seconds
+  (default 600) since the call's first 429, whichever ends first.
+* **5xx, connection, timeout, malformed reply, failed validation**: up to ``max_retries``
+  retries with capped exponential backoff and full jitter (``uniform(0, min(20, 0.5 *
+  2**n))`` seconds), or exactly ``retry_after`` when the server gave one.
+* **Other 4xx** (``BadRequestError``): raised at once.
+
+Events are built only when a sink is attached, so the default path pays nothing for them.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import TypeVar, overload
+
+from plait.clients.base import LLMClient, LLMRequest, LLMResponse
+from plait.errors import LLMError, RateLimitError, ResponseFormatError
+from plait.events import Event, EventKind, EventSink
+from plait.resources.clock import Clock, MonotonicClock
+from plait.resources.config import EndpointConfig
+from plait.resources.permits import Permit, PermitSource
+from plait.resources.stats import EndpointStats
+
+__all__ = ["EndpointPool", "backoff_delay", "estimate_tokens"]
+
+T = TypeVar("T")
+
+BACKOFF_BASE = 0.5
+BACKOFF_CAP = 20.0
+
+
+def backoff_delay(retry: int, rng: random.Random, *, base: float = BACKOFF_BASE,
+                  cap: float = BACKOFF_CAP) -> float:
+    """Full-jitter exponential backoff: ``uniform(0, min(cap, base * 2**retry))``."""
+    return rng.uniform(0.0, min(cap, base * (2.0 ** min(retry, 32))))
+
+
+def estimate_tokens(request: LLMRequest) -> int:
+    """Tokens to reserve before a call: ~4 characters per input token plus the output cap."""
+    chars = len(request.system_prompt) + len(request.prompt)
+    return chars // 4 + (request.max_tokens or 256)
+
+
+class EndpointPool:
+    """Makes calls to one endpoint within its limits, retrying what can be retried.
+
+    Args:
+        alias: The endpoint alias.
+        config: The endpoint's configuration (timeout, max_retries, costs).
+        client: The wire client.
+        permits: The owner (or lessee) of the endpoint's limits.
+        clock: Time source for backoff sleeps and latencies.
+        events: Event sink, or None for no events.
+        rng: Randomness for backoff jitter (seed it in tests).
+        rate_limit_retries: Most 429 retries of one call.
+        rate_limit_patience: Seconds after a call's first 429 after which it stops retrying
+            429s.
+    """
+
+    def __init__(
+        self,
+        alias: str,
+        config: EndpointConfig,
+        *,
+        client: LLMClient,
+        permits: PermitSource,
+        clock: Clock | None = None,
+        events: EventSink | None = None,
+        rng: random.Random | None = None,
+        rate_limit_retries: int = 100,
+        rate_limit_patience: float = 600.0,
+    ) -> None:
+        self.alias = alias
+        self.config = config
+        self.client = client
+        self.permits = permits
+        self.stats = EndpointStats(config.input_cost_per_1m, config.output_cost_per_1m)
+        self._clock: Clock = clock or MonotonicClock()
+        self._events = events
+        self._rng = rng or random.Random()
+        self._rate_limit_retries = rate_limit_retries
+        self._rate_limit_patience = rate_limit_patience
+
+    @overload
+    async def call(
+        self, request: LLMRequest, *, node_id: str | None = None, row: int | None = None,
+        validate: None = None,
+    ) -> tuple[LLMResponse, None]: ...
+
+    @overload
+    async def call(
+        self, request: LLMRequest, *, node_id: str | None = None, row: int | None = None,
+        validate: Callable[[LLMResponse], T],
+    ) -> tuple[LLMResponse, T]: ...
+
+    async def call(
+        self,
+        request: LLMRequest,
+        *,
+        node_id: str | None = None,
+        row: int | None = None,
+        validate: Callable[[LLMResponse], T] | None = None,
+    ) -> tuple[LLMResponse, T | None]:
+        """Call the endpoint until a response passes ``validate`` or the budget is spent.
+
+        Args:
+            request: The request.
+            node_id: Graph node id, for events.
+            row: Row index, for events.
+            validate: Parses/validates the response; any exception it raises (a pydantic
+                ``ValidationError``, ``ValueError``...) counts as a retryable
+                ``ResponseFormatError``.
+
+        Returns:
+            The response and ``validate``'s result (None without ``validate``).
+
+        Raises:
+            LLMError: The last error, with ``alias`` set, when it is not retryable or the
+                retry budget is spent.
+        """
+        tokens = estimate_tokens(request)
+        retries = limited = 0
+        first_429: float | None = None
+        while True:
+            permit = await self.permits.acquire(tokens)
+            if self._events is not None:
+                self._emit_waits(permit, node_id, row)
+            outcome = await self._attempt(request, permit, node_id, row, validate)
+            if not isinstance(outcome, LLMError):
+                return outcome
+            error = outcome
+            now = self._clock.now()
+            if error.alias is None:
+                error.alias = self.alias
+            attempts = retries + limited + 1
+            if not error.retryable:
+                raise self._give_up(error, attempts, "it is not retryable")
+            if isinstance(error, RateLimitError):
+                self.permits.on_rate_limited(error.retry_after)
+                self._instant("rate_limited", node_id, row, retry_after=error.retry_after)
+                first_429 = now if first_429 is None else first_429
+                limited += 1
+                if (limited > self._rate_limit_retries
+                        or now - first_429 > self._rate_limit_patience):
+                    raise self._give_up(error, attempts, "the 429 budget is spent")
+                delay = 0.0  # the permit source paces the retry
+            else:
+                if retries >= self.config.max_retries:
+                    raise self._give_up(error, attempts, f"max_retries={self.config.max_retries}")
+                delay = (error.retry_after if error.retry_after is not None
+                         else backoff_delay(retries, self._rng))
+                retries += 1
+            self.stats.retries += 1
+            self._instant("retry", node_id, row, status=error.status, delay=delay,
+                          error=type(error).__name__)
+            if delay > 0:
+                await self._clock.sleep(delay)
+
+    async def _attempt(
+        self,
+        request: LLMRequest,
+        permit: Permit,
+        node_id: str | None,
+        row: int | None,
+        validate: Callable[[LLMResponse], T] | None,
+    ) -> tuple[LLMResponse, T | None] | LLMError:
+        clock = self._clock
+        self.stats.requests += 1
+        start = clock.now()
+        try:
+            response = await self.client.complete(request, timeout=self.config.timeout)
+        except LLMError as exc:
+            self.permits.release(permit, used_tokens=None)
+            self.stats.record_error(exc, exc.status)
+            self._span("request", start, clock.now(), permit, node_id, row, status=exc.status,
+                       error=type(exc).__name__)
+            return exc
+        except BaseException:
+            self.permits.release(permit, used_tokens=None)
+            raise
+        end = clock.now()
+        usage = response.usage
+        used = usage.input_tokens + usage.output_tokens
+        self.permits.release(permit, used_tokens=used or None)
+        self._span("request", start, end, permit, node_id, row, status=200,
+                   input_tokens=usage.input_tokens, output_tokens=usage.output_tokens)
+        parsed: T | None = None
+        if validate is not None:
+            try:
+                parsed = validate(response)
+            except LLMError as exc:
+                self.stats.record_error(exc, exc.status)
+                return exc
+            except Exception as exc:
+                err = ResponseFormatError(
+                    f"Endpoint '{self.alias}' replied, but the reply failed validation: "
+                    f"{type(exc).__name__}: {exc}", status=200, alias=self.alias,
+                    body=response.text[:500],
+                )
+                err.__cause__ = exc
+                self.stats.record_error(err, 200)
+                return err
+        self.stats.record_success(end - start, usage.input_tokens, usage.output_tokens)
+        self.permits.on_success()
+        return response, parsed
+
+    def _give_up(self, error: LLMError, attempts: int, why: str) -> LLMError:
+        self.stats.failures += 1
+        if attempts == 1 and not error.retryable:
+            return error
+        final = type(error)(
+            f"{error} (gave up after {attempts} attempts: {why})", status=error.status,
+            retry_after=error.retry_after, retryable=error.retryable, alias=self.alias,
+            body=error.body,
+        )
+        final.__cause__ = error.__cause__ or error
+        return final
+
+    def _emit_waits(self, permit: Permit, node_id: str | None, row: int | None) -> None:
+        now = self._clock.now()
+        if permit.rate_wait > 0:
+            self._span("rate_wait", now - permit.rate_wait, now, permit, node_id, row)
+        if permit.queue_wait > 0:
+            start = now - permit.rate_wait - permit.queue_wait
+            self._span("queue_wait", start, start + permit.queue_wait, permit, node_id, row)
+
+    def _span(self, kind: EventKind, start: float, end: float, permit: Permit,
+              node_id: str | None, row: int | None, **attrs: object) -> None:
+        if self._events is not None:
+            self._events(Event(kind, start, end, self.alias, node_id, row, permit.slot,
+                               dict(attrs)))
+
+    def _instant(self, kind: EventKind, node_id: str | None, row: int | None,
+                 **attrs: object) -> None:
+        if self._events is not None:
+            now = self._clock.now()
+            self._events(Event(kind, now, now, self.alias, node_id, row, -1, dict(attrs)))

@@ -1,0 +1,227 @@
+import asyncio
+
+import pytest
+
+from plait.resources.clock import FakeClock, settle
+from plait.resources.limiter import LocalPermitSource
+from plait.resources.permits import Permit
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, timeout=10))
+
+
+def completes_without_suspending(coro) -> Permit:
+    # The fast path must not yield to the loop (no task, no future).
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        return stop.value
+    coro.close()
+    raise AssertionError("acquire suspended on the fast path")
+
+
+def test_fast_path_does_not_suspend():
+    permits = LocalPermitSource(4, 6000, 600_000, FakeClock())
+    permit = completes_without_suspending(permits.acquire(10))
+    assert permit.slot in range(4)
+    assert permit.queue_wait == 0 and permit.rate_wait == 0
+
+
+def test_unlimited_source_gives_slot_minus_one():
+    permits = LocalPermitSource(None, None, None, FakeClock())
+    permit = completes_without_suspending(permits.acquire(10))
+    assert permit.slot == -1
+    assert permits.in_flight == 1
+    permits.release(permit, used_tokens=None)
+    assert permits.in_flight == 0
+
+
+def test_slot_ids_unique_and_reused_fifo():
+    async def main():
+        clock = FakeClock()
+        permits = LocalPermitSource(3, None, None, clock)
+        held = [await permits.acquire(1) for _ in range(3)]
+        assert sorted(p.slot for p in held) == [0, 1, 2]
+        waiter1 = asyncio.create_task(permits.acquire(1))
+        waiter2 = asyncio.create_task(permits.acquire(1))
+        await settle()
+        assert not waiter1.done() and not waiter2.done()
+        await clock.advance(2.0)
+        permits.release(held[1], used_tokens=None)
+        await settle()
+        assert waiter1.done() and not waiter2.done()  # FIFO
+        got = waiter1.result()
+        assert got.slot == held[1].slot
+        assert got.queue_wait == 2.0
+        permits.release(held[0], used_tokens=None)
+        assert (await waiter2).slot == held[0].slot
+        assert permits.in_flight == 3
+
+    run(main())
+
+
+def test_cancelled_waiter_does_not_leak_or_lose_a_slot():
+    async def main():
+        permits = LocalPermitSource(1, None, None, FakeClock())
+        first = await permits.acquire(1)
+        waiter = asyncio.create_task(permits.acquire(1))
+        await settle()
+        waiter.cancel()
+        await settle()
+        permits.release(first, used_tokens=None)
+        again = completes_without_suspending(permits.acquire(1))
+        assert again.slot == 0
+        assert permits.in_flight == 1
+
+    run(main())
+
+
+def test_waiter_cancelled_after_slot_was_handed_over_passes_it_on():
+    async def main():
+        permits = LocalPermitSource(1, None, None, FakeClock())
+        first = await permits.acquire(1)
+        doomed = asyncio.create_task(permits.acquire(1))
+        patient = asyncio.create_task(permits.acquire(1))
+        await settle()
+        permits.release(first, used_tokens=None)  # slot handed to `doomed`...
+        doomed.cancel()  # ...which is cancelled before it runs
+        await settle()
+        assert doomed.cancelled()
+        assert (await patient).slot == 0
+        assert permits.in_flight == 1
+
+    run(main())
+
+
+def test_cancelled_rate_waiter_returns_its_slot():
+    async def main():
+        clock = FakeClock()
+        permits = LocalPermitSource(2, 60, None, clock)  # 1 request/s
+        await permits.acquire(1)
+        waiter = asyncio.create_task(permits.acquire(1))
+        await settle()
+        assert permits.in_flight == 2
+        waiter.cancel()
+        await settle()
+        assert permits.in_flight == 1
+
+    run(main())
+
+
+def test_request_bucket_paces_at_the_configured_rate():
+    async def main():
+        clock = FakeClock()
+        permits = LocalPermitSource(None, 600, None, clock)  # 10/s, burst 1
+        tasks = [asyncio.create_task(permits.acquire(1)) for _ in range(11)]
+        await clock.advance(0.55)
+        assert sum(t.done() for t in tasks) == 6  # t = 0, 0.1, ..., 0.5
+        await clock.advance(0.45 + 1e-3)  # float rounding of 0.1 s steps
+        assert all(t.done() for t in tasks)
+        assert tasks[-1].result().rate_wait == pytest.approx(1.0, abs=1e-3)
+
+    run(main())
+
+
+def test_burst_is_a_tenth_of_a_second_not_a_minute():
+    async def main():
+        clock = FakeClock()
+        permits = LocalPermitSource(None, 6000, None, clock)  # 100/s -> burst 10
+        tasks = [asyncio.create_task(permits.acquire(1)) for _ in range(30)]
+        await settle()
+        assert sum(t.done() for t in tasks) == 10
+        await clock.advance(0.1)
+        assert sum(t.done() for t in tasks) == 20
+
+    run(main())
+
+
+def test_429_pauses_every_acquisition():
+    async def main():
+        clock = FakeClock()
+        permits = LocalPermitSource(4, None, None, clock)
+        permits.on_rate_limited(2.0)
+        task = asyncio.create_task(permits.acquire(1))
+        await clock.advance(1.9)
+        assert not task.done()
+        await clock.advance(0.1)
+        assert task.done()
+        assert task.result().rate_wait == pytest.approx(2.0)
+
+    run(main())
+
+
+def test_aimd_halves_once_per_episode_and_recovers():
+    clock = FakeClock()
+    permits = LocalPermitSource(None, 600, None, clock, recovery_period=30.0)
+    permits.on_rate_limited(None)
+    assert permits.effective_rate_per_min == pytest.approx(300)
+    permits.on_rate_limited(None)  # same overload episode: no second decrease
+    assert permits.effective_rate_per_min == pytest.approx(300)
+    asyncio.run(clock.advance(1.0))
+    permits.on_rate_limited(None)
+    assert permits.effective_rate_per_min == pytest.approx(150)
+    for _ in range(10):
+        permits.on_success()
+    assert permits.effective_rate_per_min == pytest.approx(150 + 10 * 6)  # +1% of 600 each
+    asyncio.run(clock.advance(30.0))
+    permits.on_success()
+    assert permits.effective_rate_per_min == pytest.approx(600)
+    for _ in range(100):
+        permits.on_success()
+    assert permits.effective_rate_per_min == pytest.approx(600)  # never above configured
+
+
+def test_429_without_configured_rate_derives_one_and_later_removes_it():
+    async def main():
+        clock = FakeClock(start=10.0)
+        permits = LocalPermitSource(None, None, None, clock, recovery_period=5.0)
+        for _ in range(40):  # 40 completions within 1.0 s
+            permits.release(await permits.acquire(1), used_tokens=None)
+            await clock.advance(0.025)
+        assert permits.effective_rate_per_min is None
+        permits.on_rate_limited(0.5)
+        derived = permits.effective_rate_per_min
+        assert derived is not None
+        # observed ~20-40/s over the 1-2 s window, halved
+        assert 10 * 60 <= derived <= 20 * 60
+        permits.on_success()
+        assert permits.effective_rate_per_min is not None
+        assert permits.effective_rate_per_min > derived
+        await clock.advance(5.0)
+        permits.on_success()
+        assert permits.effective_rate_per_min is None
+
+    run(main())
+
+
+def test_token_reservation_is_corrected_with_real_usage():
+    async def main():
+        clock = FakeClock()
+        permits = LocalPermitSource(None, None, 60_000, clock)  # 1000 tok/s, capacity 100
+        first = await permits.acquire(100)
+        permits.release(first, used_tokens=20)  # 80 tokens come back
+        completes_without_suspending(permits.acquire(80))
+        uncorrected = await permits.acquire(0)
+        permits.release(uncorrected, used_tokens=None)  # None keeps the reservation
+        blocked = asyncio.create_task(permits.acquire(10))
+        await settle()
+        assert not blocked.done()
+        await clock.advance(0.01)
+        assert blocked.done()
+
+    run(main())
+
+
+def test_request_larger_than_token_capacity_goes_into_debt():
+    async def main():
+        clock = FakeClock()
+        permits = LocalPermitSource(None, None, 60_000, clock)
+        await permits.acquire(500)  # bucket full (100): allowed, leaves -400
+        nxt = asyncio.create_task(permits.acquire(100))
+        await clock.advance(0.49)
+        assert not nxt.done()
+        await clock.advance(0.011)
+        assert nxt.done()
+
+    run(main())
