@@ -24,6 +24,7 @@ class Sequential(Module):
             setattr(self, str(i), module)
 
     def forward(self, x: Any) -> Any:
+        """Feed ``x`` through each module in order."""
         for module in self.children():
             x = module(x)
         return x
@@ -69,6 +70,7 @@ class ModuleList(Module):
         return self.children()
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Containers are not called; use their members."""
         raise NotImplementedError(
             "ModuleList has no forward(); iterate over it in your module's forward()."
         )
@@ -110,6 +112,7 @@ class ModuleDict(Module):
         return self._children.values()
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Containers are not called; use their members."""
         raise NotImplementedError("ModuleDict has no forward(); index it in your forward().")
 
 

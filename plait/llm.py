@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -10,6 +10,9 @@ from plait.clients.base import LLMRequest
 from plait.errors import ConfigError
 from plait.module import Module
 from plait.parameter import Parameter
+
+if TYPE_CHECKING:
+    from plait.optim.backward import BackwardContext, InputFeedback
 
 __all__ = ["LLMInference"]
 
@@ -88,6 +91,17 @@ class LLMInference(Module):
             return text
         return self.response_format.model_validate_json(text)
 
+    async def backward(self, feedback: str, ctx: BackwardContext) -> InputFeedback:
+        """Feedback for the system prompt (if learnable) and the prompt input.
+
+        Uses ``ctx.llm`` when the loss was given a backward alias, else a fixed template;
+        see ``plait.optim.llm_backward``.
+        """
+        from plait.optim.llm_backward import llm_backward
+
+        return await llm_backward(self, feedback, ctx)
+
     def extra_repr(self) -> str:
+        """Alias, temperature and response format."""
         fmt = f", response_format={self.response_format.__name__}" if self.response_format else ""
         return f"alias={self.alias!r}, temperature={self.temperature}{fmt}"

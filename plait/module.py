@@ -10,8 +10,8 @@ from plait.parameter import Parameter
 from plait.tracing.context import active_tracer
 
 if TYPE_CHECKING:
-    from plait.execution.call import PendingCall
     from plait.graph import InferenceGraph
+    from plait.optim.backward import BackwardContext, InputFeedback
 
 __all__ = ["Module"]
 
@@ -174,12 +174,12 @@ class Module:
 
     # --- state --------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, str]:
-        """Every Parameter's value by dotted name (shared Parameters under each name)."""
-        out: dict[str, str] = {}
-        for path, module in self.named_modules():
-            for name, param in module._parameters.items():
-                out[f"{path}.{name}" if path else name] = param.value
-        return out
+        """Every Parameter's value by dotted name.
+
+        A Parameter shared by several modules appears once, under its first name (as in
+        ``named_parameters``), so loading a state can never set it twice to different values.
+        """
+        return {name: param.value for name, param in self.named_parameters()}
 
     def load_state_dict(self, state: Mapping[str, str], strict: bool = True) -> None:
         """Set Parameter values from ``state``.
@@ -221,6 +221,7 @@ class Module:
         )
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Record the call while tracing; otherwise start running (awaitable)."""
         tracer = active_tracer()
         if tracer is not None:
             return tracer.call_module(self, args, kwargs)
@@ -250,6 +251,23 @@ class Module:
         from plait.execution.call import run_sync
 
         return run_sync(self, args, kwargs)
+
+    async def backward(self, feedback: str, ctx: BackwardContext) -> InputFeedback:
+        """Turn feedback on this module's output into feedback for its inputs.
+
+        Called by ``loss.backward()`` for leaf modules and LLM calls (other modules are
+        inlined in the graph). The default passes the feedback to every input unchanged.
+
+        Args:
+            feedback: Feedback on the output of this call.
+            ctx: The call's inputs, output, graph node and the optional backward LLM; use
+                ``ctx.add_parameter_feedback(param, text)`` to give feedback to a Parameter.
+
+        Returns:
+            One feedback for every input (str), a mapping from positional index or keyword
+            name to feedback, or None to stop propagation here.
+        """
+        return feedback
 
     def graph_for(self, num_args: int, kwarg_names: tuple[str, ...] = ()) -> InferenceGraph:
         """The traced graph for this input shape, traced once and cached."""

@@ -6,7 +6,7 @@ import asyncio
 import contextvars
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from plait.errors import BatchError, ConfigError
@@ -22,8 +22,10 @@ __all__ = ["PendingCall", "run", "run_sync"]
 
 
 class PendingCall:
-    """A pipeline call not yet started: ``await`` it for the result, or ``async for`` over
-    it to receive ``BatchResult``s as rows finish.
+    """A pipeline call not yet started.
+
+    ``await`` it for the result, or ``async for`` over it to receive ``BatchResult``s as rows
+    finish.
 
     Awaiting a single input returns the output or raises the row's error. Awaiting a batch
     returns the outputs in input order, or raises ``BatchError`` carrying every failure and
@@ -102,7 +104,7 @@ class _Prepared:
             _check_aliases(self.graph, self.settings, call.module)
 
 
-async def _results(prepared: _Prepared) -> AsyncIterator[RowResult]:
+async def _results(prepared: _Prepared) -> AsyncGenerator[RowResult, None]:
     """Run the prepared call; yield RowResults as rows finish."""
     if prepared.graph is None:
         return
@@ -110,7 +112,8 @@ async def _results(prepared: _Prepared) -> AsyncIterator[RowResult]:
     executor = get_executor(settings.executor)
     shared = prepared.context.shared if prepared.context is not None else None
     observer = RunObserver(prepared.module, settings, prepared.inputs.total,
-                           shared=shared if shared is not None and shared.owns(settings) else None)
+                           shared=shared if shared is not None and shared.owns(settings) else None,
+                           batch=prepared.inputs.is_batch)
     job = Job(module=prepared.module, graph=prepared.graph, rows=prepared.inputs.rows,
               settings=settings, events=observer.events, record=prepared.module.training,
               manager=observer.manager)

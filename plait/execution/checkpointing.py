@@ -3,10 +3,17 @@
 Rows already completed are returned from the checkpoint without running; rows that had some
 LLM nodes done reuse those values (no request is repeated); every finished row and LLM node is
 recorded as it completes.
+
+Writes stay off the event loop: the store is opened with ``auto_flush=False`` and the session
+flushes it with ``aflush()`` (the file write runs in a worker thread) whenever it is due, one
+flush at a time, plus a final flush when the call ends. A process killed mid-run loses only
+the records not yet committed: the buffer (at most ``flush_every`` records, or what arrived
+during ``flush_interval``) and the one flush being written.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator
@@ -45,6 +52,7 @@ class CheckpointSession:
     def __init__(self, store: CheckpointStore | None = None) -> None:
         self.store = store
         self.resumed = 0
+        self._flushing: asyncio.Task[None] | None = None
 
     async def completed(self) -> AsyncIterator[RowResult]:
         """Rows completed by earlier runs, as results."""
@@ -65,18 +73,42 @@ class CheckpointSession:
                              output_tokens=result.output_tokens)
         else:
             store.record_failure(result.index, result.error)
+        self._flush_if_due(store)
 
     def record_node(self, row: int, node_id: str, value: Any, usage: Usage | None) -> None:
         """Record one completed LLM node of an unfinished row."""
-        assert self.store is not None
+        store = self.store
+        if store is None:
+            return
         used = (usage.input_tokens, usage.output_tokens) if usage is not None else None
-        self.store.record_node(row, node_id, value, used)
+        store.record_node(row, node_id, value, used)
+        self._flush_if_due(store)
+
+    def _flush_if_due(self, store: CheckpointStore) -> None:
+        # Called from the interpreter's synchronous node hook too, so the flush runs as a
+        # task. One at a time: records arriving meanwhile wait in the buffer for the next one.
+        running = self._flushing
+        if running is not None:
+            if not running.done():
+                return
+            self._flushing = None
+            running.result()  # a failed write re-buffered its records; surface the error now
+        if store.flush_due:
+            self._flushing = asyncio.get_running_loop().create_task(store.aflush())
 
     async def aclose(self) -> None:
-        """Flush what is buffered and close the store."""
-        if self.store is not None:
-            await self.store.aflush()
-            self.store.close()
+        """Wait for a running flush, write what is still buffered and close the store."""
+        store = self.store
+        if store is None:
+            return
+        running, self._flushing = self._flushing, None
+        try:
+            if running is not None:
+                await running
+        finally:
+            # Even after a failed flush: its records went back to the buffer.
+            await store.aflush()
+            store.close()
 
 
 def open_checkpoint(module: Module, graph: InferenceGraph, inputs: CallInputs, job: Job,
@@ -94,7 +126,8 @@ def open_checkpoint(module: Module, graph: InferenceGraph, inputs: CallInputs, j
         # A generator can be read only once: resuming trusts that it yields the same rows.
         fingerprint = "stream:unverified"
     store = CheckpointStore(settings.checkpoint_dir, graph_hash=pipeline_hash(module, graph),
-                            input_fingerprint=fingerprint, resume=settings.resume).open()
+                            input_fingerprint=fingerprint, resume=settings.resume,
+                            auto_flush=False).open()
     session = CheckpointSession(store)
     pending = job.rows
     job.rows = (row for row in pending if not store.is_row_done(row[0]))

@@ -88,7 +88,8 @@ def get_executor(spec: Any) -> Executor:
                 "Executor 'ray' needs plait_ray. Install it with: pip install 'plait[ray]'"
                 f" ({exc})"
             ) from exc
-        return RayExecutor()  # pyright: ignore[reportUnknownVariableType]
+        executor: Executor = RayExecutor()
+        return executor
     if isinstance(spec, str):
         raise ConfigError(f"Unknown executor {spec!r}. Use 'local' or 'ray', or pass an object "
                           "with an execute(job) method.")

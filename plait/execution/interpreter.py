@@ -21,7 +21,7 @@ from plait.graph import FormatField, GraphNode, InferenceGraph, Ref
 from plait.module import Module
 from plait.tracing.proxy import SENTINEL_CHARS
 
-__all__ = ["Interpreter", "RowOutcome", "Router", "resolve_import_path"]
+__all__ = ["Interpreter", "Router", "RowOutcome", "resolve_import_path"]
 
 _MISSING: Any = object()
 
@@ -238,9 +238,9 @@ class Interpreter:
         if kind == "getitem":
             return a[0][node.target]
         if kind == "getattr":
-            base = a[0]
-            if isinstance(base, Mapping) and node.target in base:
-                return base[node.target]
+            base: Any = a[0]
+            if isinstance(base, dict) and node.target in base:
+                return base[node.target]  # dict outputs: value.key works like value["key"]
             return getattr(base, node.target)
         if kind == "method":
             kw = _materialize(c.kwargs, values, self._index)

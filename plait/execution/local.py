@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -12,6 +13,7 @@ from plait.clients.base import Usage
 from plait.execution.contract import Job, Row
 from plait.execution.interpreter import Interpreter
 from plait.execution.results import RowResult
+from plait.execution.shared import CALL_EVENTS
 from plait.resources.manager import ResourceManager
 from plait.resources.router import PoolRouter
 
@@ -62,6 +64,9 @@ async def _pipeline_rows(job: Job, interp: Interpreter, limit: int) -> AsyncIter
     running: set[asyncio.Task[None]] = set()
     rows = iter(job.rows)
     exhausted = False
+    # Row tasks carry the call's event sink, so a shared manager's pools report to this call.
+    context = contextvars.copy_context()
+    context.run(CALL_EVENTS.set, job.events)
 
     async def run_one(row: Row) -> None:
         index, args, kwargs = row
@@ -88,7 +93,7 @@ async def _pipeline_rows(job: Job, interp: Interpreter, limit: int) -> AsyncIter
                 if row is None:
                     exhausted = True
                     break
-                running.add(asyncio.create_task(run_one(row)))
+                running.add(asyncio.create_task(run_one(row), context=context.copy()))
             if not finished:
                 if exhausted and not running:
                     return

@@ -63,7 +63,7 @@ class RunObserver:
     """Everything a call watches besides the rows themselves."""
 
     def __init__(self, module: Module, settings: ResolvedSettings, total: int | None, *,
-                 shared: SharedRuntime | None) -> None:
+                 shared: SharedRuntime | None, batch: bool = True) -> None:
         self.module = module
         self.settings = settings
         self.total = total
@@ -72,7 +72,8 @@ class RunObserver:
         self.manager: ResourceManager | None = None
         if shared is not None:
             self.manager = shared.manager(settings)
-        self.progress = make_progress(total, settings.progress, desc=type(module).__name__)
+        self.progress = make_progress(total, settings.progress if batch else False,
+                                      desc=type(module).__name__)
         self.report = RunReport()
         self.checkpoint: CheckpointSession | None = None
 

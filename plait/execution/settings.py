@@ -38,7 +38,8 @@ class ResolvedSettings:
         streaming: ``await`` on a batch returns ``BatchResult``s instead of raising.
         preserve_order: Streams yield rows in input order (else as they complete).
         on_progress: Called as ``on_progress(done, total)`` after each row.
-        progress: Show a progress bar (None: only in a terminal or notebook).
+        progress: Show a progress bar for batches (None: only when stderr is a terminal or
+            in a notebook). Single-input calls never show one.
         checkpoint_dir: Where completed rows and nodes are persisted for resuming.
         resume: "auto" (resume if the pipeline and inputs match), "force", or "fresh".
         profile: Record a Chrome trace.
@@ -53,7 +54,7 @@ class ResolvedSettings:
     streaming: bool = False
     preserve_order: bool = False
     on_progress: Callable[[int, int | None], None] | None = None
-    progress: bool | None = False
+    progress: bool | None = None
     checkpoint_dir: Path | None = None
     resume: ResumeMode = "auto"
     profile: bool = False

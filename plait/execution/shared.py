@@ -3,14 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from typing import TYPE_CHECKING
 
+from plait.events import Event, EventSink
 from plait.resources.manager import ResourceManager
 
 if TYPE_CHECKING:
     from plait.execution.settings import ExecutionSettings, ResolvedSettings
 
-__all__ = ["SharedRuntime"]
+__all__ = ["CALL_EVENTS", "SharedRuntime", "route_call_events"]
+
+CALL_EVENTS: contextvars.ContextVar[EventSink | None] = contextvars.ContextVar(
+    "plait_call_events", default=None
+)
+"""The event sink of the call whose row is running in this context (set per row task)."""
+
+
+def route_call_events(event: Event) -> None:
+    """Send a shared pool's event to the sink of the call that made the request.
+
+    A shared manager outlives calls and may serve several at once, so its pools cannot hold
+    one call's profiler; each row task carries its call's sink in ``CALL_EVENTS`` instead.
+    """
+    sink = CALL_EVENTS.get()
+    if sink is not None:
+        sink(event)
 
 
 class SharedRuntime:
@@ -33,7 +51,7 @@ class SharedRuntime:
         loop = asyncio.get_running_loop()
         manager = self._managers.get(loop)
         if manager is None:
-            manager = ResourceManager(resolved.resources)
+            manager = ResourceManager(resolved.resources, events=route_call_events)
             self._managers[loop] = manager
         return manager
 

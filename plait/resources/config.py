@@ -168,12 +168,12 @@ def _check_positive_or_none(name: str, value: float | None, hint: str) -> None:
         raise ConfigError(f"{name} must be >= 1, got {value}. {hint}")
 
 
-def OpenAIEndpointConfig(model: str, **kwargs: Any) -> EndpointConfig:  # noqa: N802
+def OpenAIEndpointConfig(model: str, **kwargs: Any) -> EndpointConfig:
     """An endpoint speaking the OpenAI Chat Completions format (key from OPENAI_API_KEY)."""
     return EndpointConfig(provider_api="openai", model=model, **kwargs)
 
 
-def AnthropicEndpointConfig(model: str, **kwargs: Any) -> EndpointConfig:  # noqa: N802
+def AnthropicEndpointConfig(model: str, **kwargs: Any) -> EndpointConfig:
     """An endpoint speaking the Anthropic Messages format (key from ANTHROPIC_API_KEY)."""
     return EndpointConfig(provider_api="anthropic", model=model, **kwargs)
 
@@ -233,7 +233,7 @@ class ResourceConfig:
         if unknown:
             raise ConfigError(f"Unknown key(s) {unknown} in resource config. Valid keys: "
                               "['endpoints'].")
-        endpoints = data.get("endpoints") or {}
+        endpoints: Any = data.get("endpoints") or {}
         if not isinstance(endpoints, Mapping):
             raise ConfigError("'endpoints' must map alias -> endpoint settings.")
         return cls(endpoints=dict(endpoints))  # pyright: ignore[reportUnknownArgumentType]

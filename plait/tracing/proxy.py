@@ -1,4 +1,4 @@
-"""Placeholders for values while forward() is traced.
+r"""Placeholders for values while forward() is traced.
 
 A ``Proxy`` stands for a node's future value. Operations on it record nodes: indexing,
 attribute access, method calls, ``+``. Formatting it (f-strings, ``str.format``, ``%``,
@@ -30,6 +30,8 @@ class Proxy:
     """The value of graph node ``node_id``, not yet computed."""
 
     __slots__ = ("_plait_node", "_plait_tracer")
+    _plait_node: str
+    _plait_tracer: Tracer
 
     def __init__(self, node_id: str, tracer: Tracer) -> None:
         object.__setattr__(self, "_plait_node", node_id)
@@ -67,6 +69,7 @@ class Proxy:
         return self._plait_tracer.record_access("getattr", self, name)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Proxy:
+        """A method call on the value, e.g. ``text.strip()``."""
         return self._plait_tracer.record_method_call(self, args, kwargs)
 
     def __setattr__(self, name: str, value: Any) -> NoReturn:

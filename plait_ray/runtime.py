@@ -1,0 +1,243 @@
+"""What runs rows inside one worker process, free of any actor or task specifics.
+
+A ``WorkerRuntime`` is the worker-side twin of ``LocalExecutor``: one ``ResourceManager``
+(clients, permits, retries, stats), one ``PoolRouter`` and one ``Interpreter`` for a pipeline,
+and a bounded number of rows in flight. Row actors (``plait_ray.worker``), single-call node
+tasks (``plait_ray.lowering``) and dataset workers all wrap this one class, so node semantics,
+retries and error types are exactly those of a local run.
+
+This module does not import ``ray``: it is plain asyncio, usable (and testable) anywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import pickle
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from plait.clients.base import Usage
+from plait.errors import PlaitError
+from plait.events import Event
+from plait.execution.contract import Row
+from plait.execution.interpreter import Interpreter
+from plait.execution.results import RowResult
+from plait.resources.limiter import LocalPermitSource
+from plait.resources.manager import ClientFactory, PermitFactory, ResourceManager
+from plait.resources.router import PoolRouter
+
+if TYPE_CHECKING:
+    from plait.events import EventSink
+    from plait.execution.settings import ResolvedSettings
+    from plait.graph import InferenceGraph
+    from plait.module import Module
+    from plait.resources.config import EndpointConfig, ResourceConfig
+    from plait.resources.permits import PermitSource
+
+__all__ = [
+    "EventCollector",
+    "NodeRecord",
+    "RuntimeOptions",
+    "UnpicklableError",
+    "WorkerRuntime",
+    "divided_permit_factory",
+    "portable_error",
+]
+
+NodeRecord = tuple[int, str, Any, "Usage | None"]
+"""(row, node_id, value, usage) of one finished LLM node, for the driver's checkpoint."""
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """The plain-data settings a worker needs (``ResolvedSettings`` holds callbacks).
+
+    Attributes:
+        max_concurrent: Cap on LLM requests in flight in this runtime across all aliases.
+        max_inflight: Rows in flight at once in this runtime.
+        record: Keep every node's value per row (training mode).
+    """
+
+    max_concurrent: int | None = None
+    max_inflight: int = 64
+    record: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: ResolvedSettings, *, record: bool = False,
+                      workers: int = 1) -> RuntimeOptions:
+        """This worker's share of a call's settings when ``workers`` runtimes run it."""
+        cap = settings.max_concurrent
+        return cls(
+            max_concurrent=None if cap is None else max(1, cap // workers),
+            max_inflight=max(1, math.ceil(settings.inflight_limit() / workers)),
+            record=record,
+        )
+
+
+class EventCollector:
+    """An event sink that keeps events until drained (shipped back to the driver)."""
+
+    def __init__(self) -> None:
+        self._events: list[Event] = []
+
+    def __call__(self, event: Event) -> None:
+        """Keep ``event``."""
+        self._events.append(event)
+
+    def drain(self) -> list[Event]:
+        """Return and forget the events collected so far."""
+        events, self._events = self._events, []
+        return events
+
+
+class UnpicklableError(PlaitError):
+    """Stands in for a row error that cannot be pickled back to the driver."""
+
+
+def portable_error(exc: BaseException) -> BaseException:
+    """``exc`` if it pickles, else a ``PlaitError`` keeping its type name and message.
+
+    Row errors travel from workers to the driver; a user exception holding a lock or a
+    socket would otherwise turn one row's failure into a lost chunk.
+    """
+    try:
+        pickle.dumps(exc)
+    except Exception:
+        return UnpicklableError(
+            f"{type(exc).__name__}: {exc} (the original error could not be pickled back from "
+            "the Ray worker; make the exception class picklable to receive it as is)"
+        )
+    return exc
+
+
+def divided_permit_factory(workers: int, index: int = 0) -> PermitFactory:
+    """In-process permits holding this worker's share of every endpoint's limits.
+
+    Until cluster-leased permits are used, each of ``workers`` runtimes owns ``1/workers`` of
+    each limit, so the limits hold cluster-wide. Concurrency slots are split exactly (worker
+    ``index`` gets one of the remainder slots when they do not divide); callers keep
+    ``workers <= max_concurrent`` so no worker gets zero slots.
+    """
+
+    def factory(alias: str, config: EndpointConfig) -> PermitSource:
+        slots = config.max_concurrent
+        if slots is not None:
+            slots = max(1, slots // workers + (1 if index < slots % workers else 0))
+        rate = None if config.rate_limit is None else config.rate_limit / workers
+        tokens = None if config.tokens_per_minute is None else config.tokens_per_minute / workers
+        return LocalPermitSource(slots, rate, tokens)
+
+    return factory
+
+
+class WorkerRuntime:
+    """Runs rows of one pipeline in this process, as ``LocalExecutor`` does in the driver.
+
+    Args:
+        module: The root module (unpickled in the worker; bound settings are not shipped).
+        graph: The traced graph to run.
+        resources: Aliases -> endpoints. Keys are read from each endpoint's ``api_key_env``
+            in this process (inline keys are never pickled).
+        options: Concurrency and recording settings for this runtime.
+        events: Event sink (e.g. an ``EventCollector``), or None.
+        permit_factory: Builds each alias's permit source (cluster-leased permits, or
+            ``divided_permit_factory``); None uses the full limits in this process.
+        client_factory: Builds each alias's client (None: plait's default clients).
+
+    Example:
+        >>> runtime = WorkerRuntime(module, graph, resources, options=RuntimeOptions())
+        >>> results = await runtime.run_rows([(0, ("text",), {})])
+        >>> await runtime.aclose()
+    """
+
+    def __init__(
+        self,
+        module: Module,
+        graph: InferenceGraph,
+        resources: ResourceConfig,
+        *,
+        options: RuntimeOptions | None = None,
+        events: EventSink | None = None,
+        permit_factory: PermitFactory | None = None,
+        client_factory: ClientFactory | None = None,
+    ) -> None:
+        self.options = options or RuntimeOptions()
+        self.graph = graph
+        self.manager = ResourceManager(resources, events=events, permit_factory=permit_factory,
+                                       client_factory=client_factory)
+        self.interpreter = Interpreter(graph, module, PoolRouter(self.manager), events=events,
+                                       max_concurrent=self.options.max_concurrent)
+        self._slots = asyncio.Semaphore(self.options.max_inflight)
+        self._started = False
+
+    async def start(self) -> None:
+        """Check credentials and build the pools of the graph's aliases (once).
+
+        Raises:
+            MissingAPIKeyError: A key is not set in this process's environment.
+        """
+        if not self._started:
+            await self.manager.start(sorted(self.graph.aliases()))
+            self._started = True
+
+    async def run_row(
+        self,
+        row: Row,
+        *,
+        preset: Mapping[str, Any] | None = None,
+        on_node: Callable[[int, str, Any, Usage | None], None] | None = None,
+    ) -> RowResult:
+        """Run one row; its failure is the result's ``error`` (never raised)."""
+        index, args, kwargs = row
+        started = time.perf_counter()
+        hook = None if on_node is None else _bind_row(on_node, index)
+        try:
+            await self.start()
+            async with self._slots:
+                outcome = await self.interpreter.run_row(
+                    args, kwargs, row=index, preset=preset, record=self.options.record,
+                    on_node=hook)
+        except Exception as exc:
+            return RowResult(index, error=portable_error(exc),
+                             latency=time.perf_counter() - started)
+        return RowResult(index, outcome.output, None, outcome.input_tokens,
+                         outcome.output_tokens, time.perf_counter() - started, outcome.values)
+
+    async def run_rows(
+        self,
+        rows: Sequence[Row],
+        *,
+        presets: Mapping[int, Mapping[str, Any]] | None = None,
+        on_node: Callable[[int, str, Any, Usage | None], None] | None = None,
+    ) -> list[RowResult]:
+        """Run ``rows`` concurrently (at most ``options.max_inflight`` at once).
+
+        Args:
+            rows: (index, args, kwargs) rows.
+            presets: Row index -> node values already known (resumed from a checkpoint).
+            on_node: Called as (row, node_id, value, usage) after each LLM node.
+
+        Returns:
+            One RowResult per row, in the order of ``rows``.
+        """
+        presets = presets or {}
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(self.run_row(r, preset=presets.get(r[0]),
+                                                    on_node=on_node)) for r in rows]
+        return [t.result() for t in tasks]
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """Per-alias request statistics of this runtime."""
+        return self.manager.stats()
+
+    async def aclose(self) -> None:
+        """Close the clients (in-flight rows should be finished or cancelled first)."""
+        await self.manager.aclose()
+
+
+def _bind_row(hook: Callable[[int, str, Any, Usage | None], None],
+              index: int) -> Callable[[str, Any, Usage | None], None]:
+    return lambda node_id, value, usage: hook(index, node_id, value, usage)
