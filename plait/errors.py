@@ -71,6 +71,10 @@ class MissingAPIKeyError(ConfigError):
         self.env_var = env_var
         self.alias = alias
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Raised in Ray workers too; rebuild from the fields, not from the message.
+        return (type(self), (self.env_var, self.alias))
+
 
 class ModuleDefinitionError(PlaitError, TypeError):
     """A Module subclass is defined in a way plait cannot use."""

@@ -56,14 +56,17 @@ class Module:
             )
         children: dict[str, Module] = self.__dict__["_children"]
         params: dict[str, Parameter] = self.__dict__["_parameters"]
-        children.pop(name, None)
-        params.pop(name, None)
+        if isinstance(value, Module) and "_children" not in value.__dict__:
+            raise ModuleDefinitionError(
+                f"{type(value).__name__}.__init__ did not call super().__init__(). "
+                "Add super().__init__() at the top of its __init__."
+            )
+        # Replacing a child keeps its place (as in torch): only the other registry is cleared.
+        if not isinstance(value, Module):
+            children.pop(name, None)
+        if not isinstance(value, Parameter):
+            params.pop(name, None)
         if isinstance(value, Module):
-            if "_children" not in value.__dict__:
-                raise ModuleDefinitionError(
-                    f"{type(value).__name__}.__init__ did not call super().__init__(). "
-                    "Add super().__init__() at the top of its __init__."
-                )
             children[name] = value
             self.__dict__.pop(name, None)
         elif isinstance(value, Parameter):
@@ -237,13 +240,14 @@ class Module:
             **settings: Any ``ExecutionSettings`` field (``executor``, ``max_inflight``,
                 ``checkpoint_dir``, ...). Call kwargs override these.
         """
-        from plait.execution.settings import ExecutionSettings
+        from plait.execution.settings import ExecutionSettings, normalize
 
         ExecutionSettings.check_keys(settings)
         bound = dict(settings)
         if resources is not None:
             bound["resources"] = resources
-        object.__setattr__(self, "_bound", bound)
+        # Checked now, so a wrong value fails at bind() rather than at the first call.
+        object.__setattr__(self, "_bound", normalize(bound))
         return self
 
     def run_sync(self, *args: Any, **kwargs: Any) -> Any:

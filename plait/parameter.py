@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from plait.errors import ConfigError
+from plait.tracing.context import active_tracer
 
 __all__ = ["Parameter"]
 
@@ -63,7 +64,18 @@ class Parameter:
         self._feedback.clear()
 
     def __str__(self) -> str:
+        tracer = active_tracer()
+        if tracer is not None:
+            # Inside forward(): a placeholder for the value at run time, so an f-string built
+            # from a Parameter sees optimizer updates (graphs are cached across value changes).
+            return tracer.param_sentinel(self, "s", "")
         return self.value
+
+    def __format__(self, spec: str) -> str:
+        tracer = active_tracer()
+        if tracer is not None:
+            return tracer.param_sentinel(self, "", spec)
+        return format(self.value, spec)
 
     def __repr__(self) -> str:
         grad = "" if self.requires_grad else ", requires_grad=False"

@@ -44,6 +44,7 @@ __all__ = [
     "UnpicklableError",
     "WorkerRuntime",
     "divided_permit_factory",
+    "merge_stats",
     "portable_error",
 ]
 
@@ -241,3 +242,40 @@ class WorkerRuntime:
 def _bind_row(hook: Callable[[int, str, Any, Usage | None], None],
               index: int) -> Callable[[str, Any, Usage | None], None]:
     return lambda node_id, value, usage: hook(index, node_id, value, usage)
+
+
+def merge_stats(parts: Sequence[Mapping[str, Mapping[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Merge per-worker ``EndpointStats.to_dict()`` results into one per alias.
+
+    Counts, tokens, cost and error counts are summed exactly. Latencies are approximate: the
+    mean and each percentile are the per-worker values weighted by the worker's successes
+    (exact when workers see the same latency distribution, which is the usual case since they
+    call the same endpoint; raw samples are not shipped, to keep stats calls small).
+    """
+    merged: dict[str, dict[str, Any]] = {}
+    weights: dict[str, dict[str, float]] = {}
+    for part in parts:
+        for alias, stats in part.items():
+            out = merged.setdefault(alias, {})
+            weight = float(stats.get("successes") or 0)
+            sums = weights.setdefault(alias, {})
+            for key, value in stats.items():
+                if key.startswith("latency_"):
+                    if value is not None and weight > 0:
+                        out[key] = out.get(key) or 0.0
+                        out[key] += value * weight
+                        sums[key] = sums.get(key, 0.0) + weight
+                    else:
+                        out.setdefault(key, None)
+                elif key == "errors":
+                    errors: dict[str, int] = out.setdefault("errors", {})
+                    for name, count in dict(value).items():
+                        errors[name] = errors.get(name, 0) + count
+                elif isinstance(value, int | float):
+                    out[key] = out.get(key, 0) + value
+                else:
+                    out.setdefault(key, value)
+    for alias, sums in weights.items():
+        for key, total in sums.items():
+            merged[alias][key] = merged[alias][key] / total
+    return merged

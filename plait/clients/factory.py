@@ -27,6 +27,11 @@ def make_client(config: EndpointConfig, alias: str) -> LLMClient:
     Raises:
         MissingAPIKeyError: The provider needs a key and none is set.
     """
+    create_client = getattr(config, "create_client", None)
+    if create_client is not None:
+        # Local-model endpoints (plait.local_models) run in-process and build their own client.
+        client: LLMClient = create_client(alias)
+        return client
     check_credentials(config, alias)
     anthropic_format = config.provider_api == "anthropic"
     if config.transport == "sdk":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
 import threading
 import time
@@ -67,29 +68,46 @@ def run(module: Module, *args: Any, **settings: Any) -> PendingCall:
 
 
 def run_sync(module: Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """Run a call to completion from synchronous code, even inside a running event loop."""
-    call = PendingCall(module, args, kwargs)
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(_await_call(call))
-    # A loop is already running in this thread (Jupyter): run ours in a helper thread,
-    # carrying the caller's context so ExecutionSettings still apply.
+    """Run a call to completion from synchronous code, even inside a running event loop.
+
+    The call runs on plait's own event loop in a daemon thread, so it works the same in a
+    script and in Jupyter (whose loop is already running), and clients shared by an
+    ``ExecutionSettings`` block stay on one loop across calls. The caller's context
+    (active ExecutionSettings) is carried over.
+    """
+    loop = _background_loop()
     ctx = contextvars.copy_context()
-    box: dict[str, Any] = {}
+    done: concurrent.futures.Future[Any] = concurrent.futures.Future()
 
-    def target() -> None:
-        try:
-            box["value"] = ctx.run(asyncio.run, _await_call(call))
-        except BaseException as exc:
-            box["error"] = exc
+    def start() -> None:
+        task = loop.create_task(_await_call(PendingCall(module, args, kwargs)), context=ctx)
+        task.add_done_callback(lambda t: _copy_outcome(t, done))
 
-    thread = threading.Thread(target=target, name="plait-run-sync", daemon=True)
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
+    loop.call_soon_threadsafe(start)
+    return done.result()
+
+
+def _copy_outcome(task: asyncio.Task[Any], done: concurrent.futures.Future[Any]) -> None:
+    if task.cancelled():
+        done.cancel()
+    elif (exc := task.exception()) is not None:
+        done.set_exception(exc)
+    else:
+        done.set_result(task.result())
+
+
+_loop_holder: list[asyncio.AbstractEventLoop] = []
+_loop_lock = threading.Lock()
+
+
+def _background_loop() -> asyncio.AbstractEventLoop:
+    with _loop_lock:
+        if not _loop_holder or _loop_holder[0].is_closed():
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=loop.run_forever, name="plait-loop", daemon=True)
+            thread.start()
+            _loop_holder[:] = [loop]
+        return _loop_holder[0]
 
 
 class _Prepared:

@@ -68,6 +68,12 @@ class CheckpointSession:
         store = self.store
         if store is None:
             return
+        failed = self._flushing
+        if failed is not None and failed.done() and failed.exception() is not None:
+            # A storage error fails the run here, not a row: its records are back in the
+            # buffer, and aclose() tries once more to write them.
+            self._flushing = None
+            failed.result()
         if result.error is None:
             store.record_row(result.index, result.output, input_tokens=result.input_tokens,
                              output_tokens=result.output_tokens)
@@ -87,12 +93,10 @@ class CheckpointSession:
     def _flush_if_due(self, store: CheckpointStore) -> None:
         # Called from the interpreter's synchronous node hook too, so the flush runs as a
         # task. One at a time: records arriving meanwhile wait in the buffer for the next one.
+        # A failed flush is left in place for row_finished() to raise.
         running = self._flushing
-        if running is not None:
-            if not running.done():
-                return
-            self._flushing = None
-            running.result()  # a failed write re-buffered its records; surface the error now
+        if running is not None and (not running.done() or running.exception() is not None):
+            return
         if store.flush_due:
             self._flushing = asyncio.get_running_loop().create_task(store.aflush())
 

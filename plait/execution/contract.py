@@ -82,13 +82,15 @@ def get_executor(spec: Any) -> Executor:
         return LocalExecutor()
     if spec == "ray":
         try:
-            from plait_ray.executor import RayExecutor  # pyright: ignore[reportMissingImports]
+            import importlib
+
+            module = importlib.import_module("plait_ray.executor")
         except ImportError as exc:
             raise ConfigError(
                 "Executor 'ray' needs plait_ray. Install it with: pip install 'plait[ray]'"
                 f" ({exc})"
             ) from exc
-        executor: Executor = RayExecutor()
+        executor: Executor = module.RayExecutor()
         return executor
     if isinstance(spec, str):
         raise ConfigError(f"Unknown executor {spec!r}. Use 'local' or 'ray', or pass an object "

@@ -12,7 +12,7 @@ import importlib
 import inspect
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from plait.clients.base import LLMRequest, Usage
 from plait.errors import NodeExecutionError, PlaitError, TraceError
@@ -238,10 +238,7 @@ class Interpreter:
         if kind == "getitem":
             return a[0][node.target]
         if kind == "getattr":
-            base: Any = a[0]
-            if isinstance(base, dict) and node.target in base:
-                return base[node.target]  # dict outputs: value.key works like value["key"]
-            return getattr(base, node.target)
+            return _get_attribute(a[0], node.target)
         if kind == "method":
             kw = _materialize(c.kwargs, values, self._index)
             return getattr(a[0], node.target)(*a[1:], **kw)
@@ -311,6 +308,14 @@ def _materialize(value: Any, values: list[Any], index: dict[str, int]) -> Any:
     if isinstance(value, dict):
         return {k: _materialize(v, values, index) for k, v in value.items()}  # pyright: ignore[reportUnknownVariableType]
     return value
+
+
+def _get_attribute(base: Any, name: str) -> Any:
+    if isinstance(base, dict):
+        mapping = cast(dict[str, Any], base)
+        if name in mapping:
+            return mapping[name]  # value.key works on dict outputs as on models
+    return getattr(cast(object, base), name)
 
 
 def _format(segments: tuple[str | FormatField, ...], args: tuple[Any, ...]) -> str:

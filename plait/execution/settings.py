@@ -92,8 +92,10 @@ class ExecutionSettings:
     def __init__(self, **settings: Any) -> None:
         self.check_keys(settings)
         self.values: dict[str, Any] = normalize(settings)
+        self._own = dict(self.values)
         self._token: contextvars.Token[ExecutionSettings | None] | None = None
         self.shared: SharedRuntime | None = None
+        self._borrowed = False
 
     @staticmethod
     def check_keys(settings: Mapping[str, Any]) -> None:
@@ -109,14 +111,23 @@ class ExecutionSettings:
         self._exit()
         if self.shared is not None:
             shared, self.shared = self.shared, None
-            await shared.aclose()
+            if not self._borrowed:
+                await shared.aclose()
 
     def __enter__(self) -> ExecutionSettings:
         from plait.execution.shared import SharedRuntime
 
         if self._token is not None:
             raise ConfigError("This ExecutionSettings is already active; create a new one.")
-        self.shared = SharedRuntime(self)
+        # A nested block refines the enclosing one: settings it does not set are inherited,
+        # and without its own resources it shares the outer block's resource manager, so each
+        # endpoint keeps a single limiter.
+        parent = _CURRENT.get()
+        self.values = {**(parent.values if parent is not None else {}), **self._own}
+        self._borrowed = (parent is not None and parent.shared is not None
+                          and "resources" not in self._own)
+        self.shared = parent.shared if parent is not None and self._borrowed else (
+            SharedRuntime(self))
         self._token = _CURRENT.set(self)
         return self
 
@@ -124,12 +135,14 @@ class ExecutionSettings:
         self._exit()
         if self.shared is not None:
             shared, self.shared = self.shared, None
-            shared.close_sync()
+            if not self._borrowed:
+                shared.close_sync()
 
     def _exit(self) -> None:
         if self._token is not None:
             _CURRENT.reset(self._token)
             self._token = None
+        self.values = dict(self._own)
 
 
 def current_settings() -> ExecutionSettings | None:

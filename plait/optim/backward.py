@@ -32,7 +32,14 @@ from plait.optim._errors import BackwardError
 from plait.optim.record import ForwardRecord
 from plait.parameter import Parameter
 
-__all__ = ["BackwardContext", "BackwardLLM", "InputFeedback", "combine_feedback", "propagate"]
+__all__ = [
+    "BackwardContext",
+    "BackwardLLM",
+    "BackwardPlan",
+    "InputFeedback",
+    "combine_feedback",
+    "propagate",
+]
 
 InputFeedback = str | Mapping[int | str, str] | None
 """What ``Module.backward`` returns: one feedback for every input (``str``), feedback per
@@ -79,6 +86,8 @@ class BackwardContext:
         kwargs: The keyword input values of the call.
         output: The value the call produced.
         llm: The backward LLM, or None when backward runs on templates only.
+        inputs_learnable: Whether anything upstream of the call has a learnable Parameter
+            (when False, feedback for the inputs would reach nothing and may be skipped).
     """
 
     node: GraphNode
@@ -87,6 +96,7 @@ class BackwardContext:
     kwargs: dict[str, Any]
     output: Any
     llm: BackwardLLM | None
+    inputs_learnable: bool = True
     deliveries: list[tuple[Parameter, str]] = field(default_factory=list[tuple[Parameter, str]])
 
     def add_parameter_feedback(self, param: Parameter, feedback: str) -> None:
@@ -104,24 +114,55 @@ def combine_feedback(items: list[str]) -> str:
     return f"This value is used in {len(unique)} places, which gave this feedback:\n{lines}"
 
 
+@dataclass(frozen=True)
+class BackwardPlan:
+    """The per-graph part of a backward pass, computed once for all rows of a batch.
+
+    Attributes:
+        levels: Node ids grouped so each group only feeds groups before it.
+        learnable: Ids of the nodes with something learnable upstream.
+    """
+
+    levels: list[list[str]]
+    learnable: frozenset[str]
+
+    @classmethod
+    def of(cls, record: ForwardRecord) -> BackwardPlan:
+        """The plan for the record's graph and root module."""
+        graph = record.graph
+        levels = _reverse_levels(graph, list(dict.fromkeys(graph.output_refs())))
+        return cls(levels, frozenset(_learnable_upstream(record)))
+
+
 async def propagate(
-    record: ForwardRecord, feedback: str, llm: BackwardLLM | None
+    record: ForwardRecord, feedback: str, llm: BackwardLLM | None,
+    plan: BackwardPlan | None = None,
 ) -> list[tuple[Parameter, str]]:
     """Send ``feedback`` on the record's output back through its graph.
+
+    Args:
+        record: The row's forward record.
+        feedback: Feedback on the row's output.
+        llm: The backward LLM, or None for templates.
+        plan: ``BackwardPlan.of(record)``, shared by rows of the same graph (computed if None).
 
     Returns:
         (Parameter, feedback) deliveries in graph order, for the caller to accumulate.
     """
     graph = record.graph
+    plan = plan or BackwardPlan.of(record)
     pending: dict[str, list[str]] = {}
     for node_id in dict.fromkeys(graph.output_refs()):
         pending.setdefault(node_id, []).append(feedback)
     deliveries: list[tuple[Parameter, str]] = []
-    for level in _reverse_levels(graph, list(pending)):
+    learnable = plan.learnable
+    for level in plan.levels:
         work = [(nid, combine_feedback(pending.pop(nid))) for nid in level if nid in pending]
         work = [(nid, text) for nid, text in work if text]
-        results = await asyncio.gather(*(
-            _visit(record, graph.nodes[nid], text, llm) for nid, text in work))
+        visits = [_visit(record, graph.nodes[nid], text, llm, nid in learnable)
+                  for nid, text in work]
+        # One node per level is the common case: await it directly, no task per node.
+        results = [await visits[0]] if len(visits) == 1 else await asyncio.gather(*visits)
         for sent, delivered in results:  # merged in node order: deterministic fan-in
             deliveries.extend(delivered)
             for dep, text in sent.items():
@@ -147,8 +188,25 @@ def _reverse_levels(graph: InferenceGraph, outputs: list[str]) -> list[list[str]
     return [groups[k] for k in sorted(groups)]
 
 
+def _learnable_upstream(record: ForwardRecord) -> set[str]:
+    """Ids of the nodes with something learnable among their ancestors."""
+    root, graph = record.module, record.graph
+    owns: set[str] = set()
+    for node in graph.nodes.values():
+        if node.kind == "param":
+            found = root.get_parameter(node.target).requires_grad
+        elif node.kind in ("llm", "module"):
+            found = any(p.requires_grad for p in root.get_submodule(node.target).parameters())
+        else:
+            found = False
+        if found:
+            owns.add(node.id)
+    return {nid for nid in graph.nodes if graph.ancestors(nid) & owns}
+
+
 async def _visit(
-    record: ForwardRecord, node: GraphNode, feedback: str, llm: BackwardLLM | None
+    record: ForwardRecord, node: GraphNode, feedback: str, llm: BackwardLLM | None,
+    inputs_learnable: bool,
 ) -> tuple[dict[str, str], list[tuple[Parameter, str]]]:
     root = record.module
     if node.kind == "input":
@@ -163,7 +221,7 @@ async def _visit(
         node=node, module_path=node.target,
         args=tuple(_resolve(a, record.values) for a in node.args),
         kwargs={k: _resolve(v, record.values) for k, v in node.kwargs.items()},
-        output=record.values.get(node.id), llm=llm,
+        output=record.values.get(node.id), llm=llm, inputs_learnable=inputs_learnable,
     )
     result: InputFeedback = await module.backward(feedback, ctx)
     return _route(node, module, result), ctx.deliveries

@@ -43,6 +43,8 @@ async def llm_backward(module: LLMInference, feedback: str, ctx: BackwardContext
     prompt = str(ctx.args[0]) if ctx.args else ""
     output = str(ctx.output)
     learnable = module.system_prompt.requires_grad
+    if not learnable and not ctx.inputs_learnable:
+        return None  # nothing here or upstream can learn: skip the work (and the LLM call)
     if ctx.llm is None:
         if learnable:
             ctx.add_parameter_feedback(module.system_prompt, (

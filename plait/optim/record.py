@@ -143,7 +143,8 @@ def attach_record(
     if graph is None:
         return output
     rec = ForwardRecord(module=module, graph=graph, values=dict(record))
-    carrier = _CARRIERS.get(type(output))
+    kind: type = type(output)  # pyright: ignore[reportUnknownVariableType]
+    carrier = _CARRIERS.get(kind)
     if carrier is not None:
         wrapped = carrier(output)
         setattr(wrapped, _ATTR, rec)

@@ -14,11 +14,15 @@
   than the capacity may start when the bucket is full and leaves it in debt. The estimate
   reserved at acquire time is corrected with the real usage on release.
 * **Adaptive (AIMD).** ``on_rate_limited`` pauses every acquisition until ``now +
-  retry_after`` and halves the effective rate (at most once per second, since a burst of
-  429s reports one overload). With no configured rate, the first 429 derives one from the
-  completions observed over the last 1-2 s. ``on_success`` adds back 1% of the configured
-  rate per success (1% of the current rate when derived); after ``recovery_period``
-  seconds without a 429 the configured rate is restored (or a derived limit removed).
+  retry_after`` and lowers the effective rate (at most once per second, since a burst of
+  429s reports one overload) to 95% of the success rate observed over the last 1-2 s, but
+  never below half the current rate: while overloaded, the server's acceptance rate IS its
+  limit, so halving blindly would waste half of it. With no configured rate, a 429 derives
+  one from that observed rate once there is enough of it (0.5 s of activity, 5 successes);
+  before that, 429s only pause. Only successes count: refused requests return at once and
+  would inflate the estimate. ``on_success`` adds back 1% of the configured rate per
+  success (1% of the current rate when derived); after ``recovery_period`` seconds without
+  a 429 the configured rate is restored (or a derived limit removed).
 
 Fast path (free slot, budget available, no pause, no waiters): no task, no future, a few
 attribute updates. Waiting is cancellation-safe: a cancelled waiter never holds or loses a
@@ -36,7 +40,10 @@ from plait.resources.permits import Permit
 __all__ = ["LocalPermitSource"]
 
 _BURST_WINDOW = 0.1  # seconds of budget a bucket may hold
-_DECREASE = 0.5  # multiplicative decrease on 429
+_DECREASE = 0.5  # the most a 429 may cut the rate by (multiplicative)
+_OBSERVED_FRACTION = 0.95  # a 429 sets the rate to this fraction of the observed success rate
+_MIN_OBSERVATION = 0.5  # seconds of activity before an observed rate is trusted
+_MIN_SUCCESSES = 5  # successes in the window before an observed rate is trusted
 _DECREASE_COOLDOWN = 1.0  # seconds: one decrease per overload episode
 _INCREASE_FRACTION = 0.01  # additive increase per success, as a fraction of the target
 _MIN_RATE = 0.05  # requests/s floor of an adaptively lowered rate
@@ -111,6 +118,7 @@ class LocalPermitSource:
         self._recovery_period = recovery_period
         # Completions per 1-second bucket (current and previous) to derive a rate on 429.
         self._created = now
+        self._active_since: float | None = None  # first acquire: the observation window start
         self._done_second = int(now)
         self._done_now = 0
         self._done_prev = 0
@@ -139,6 +147,8 @@ class LocalPermitSource:
         clock = self._clock
         now = clock.now()
         queue_wait = 0.0
+        if self._active_since is None:
+            self._active_since = now
         if self._max_concurrent is None:
             slot = -1
         elif self._free and not self._slot_waiters:
@@ -164,7 +174,6 @@ class LocalPermitSource:
             bucket = self._tokens
             bucket.refill(self._clock.now())
             bucket.level = min(bucket.capacity, bucket.level + permit.tokens - used_tokens)
-        self._count_completion()
         self._give_back_slot(permit.slot)
 
     def on_rate_limited(self, retry_after: float | None) -> None:
@@ -173,18 +182,27 @@ class LocalPermitSource:
         pause = retry_after if retry_after is not None and retry_after > 0 else _DEFAULT_PAUSE
         self._paused_until = max(self._paused_until, now + pause)
         self._last_rate_limited = now
+        observed = self._observed_rate(now)
+        bucket = self._requests
         if now - self._last_decrease < _DECREASE_COOLDOWN:
+            # Same overload episode: no second cut, but what was regained since the cut stops
+            # at what the server accepts (else a derived rate compounds past it).
+            if bucket is not None and observed and bucket.rate > observed:
+                bucket.set_rate(observed, now)
             return
-        self._last_decrease = now
-        if self._requests is None:
-            observed = self._observed_rate(now)
-            self._requests = _Bucket(max(_MIN_RATE, observed * _DECREASE if observed else 1.0),
-                                     now)
+        if bucket is None:
+            if not observed:
+                return  # too little seen to derive a rate: pause only, and decide on a later 429
+            self._requests = _Bucket(max(_MIN_RATE, observed * _OBSERVED_FRACTION), now)
         else:
-            self._requests.set_rate(max(_MIN_RATE, self._requests.rate * _DECREASE), now)
+            rate = bucket.rate
+            lowered = max(rate * _DECREASE, min(rate, observed) * _OBSERVED_FRACTION)
+            bucket.set_rate(max(_MIN_RATE, lowered), now)
+        self._last_decrease = now
 
     def on_success(self) -> None:
         """Raise a lowered rate additively; restore it fully after a quiet period."""
+        self._count_completion()
         bucket = self._requests
         if bucket is None or bucket.rate == self._configured_rate:
             return
@@ -291,7 +309,9 @@ class LocalPermitSource:
             count = self._done_now
         else:
             return 0.0
-        # Measure from when this source started if that is later, so a 429 in the first
-        # second does not spread a handful of completions over a whole second.
-        span = now - max(second - 1, self._created)
-        return count / span if span > 0 else 0.0
+        # Measure from the first acquire if that is later, so a 429 in the first second does
+        # not spread a handful of completions over a whole second (or over idle set-up time).
+        span = now - max(second - 1, self._active_since or self._created)
+        if span < _MIN_OBSERVATION or count < _MIN_SUCCESSES:
+            return 0.0
+        return count / span

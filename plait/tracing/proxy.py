@@ -47,10 +47,10 @@ class Proxy:
         return self._plait_tracer.sentinel(self._plait_node, "", spec)
 
     def __str__(self) -> str:
-        return self._plait_tracer.sentinel(self._plait_node, "s", "")
+        return _Converted.make(self._plait_tracer, self._plait_node, "s")
 
     def __repr__(self) -> str:
-        return self._plait_tracer.sentinel(self._plait_node, "r", "")
+        return _Converted.make(self._plait_tracer, self._plait_node, "r")
 
     def __add__(self, other: Any) -> Proxy:
         return self._plait_tracer.record_concat(self, other)
@@ -113,6 +113,29 @@ class Proxy:
 
     def __reduce__(self) -> NoReturn:
         _fail("pickle", "Only real values can be pickled; return the value from forward().")
+
+
+class _Converted(str):
+    """The sentinel of ``str(proxy)`` / ``repr(proxy)``.
+
+    In ``f"{x!r:>9}"`` Python applies the conversion first and then formats the resulting
+    string with the spec; a plain sentinel string would be padded as itself, so the spec would
+    be lost. This subclass records the spec in a new sentinel instead.
+    """
+
+    _plait: tuple[Tracer, str, str]
+
+    @classmethod
+    def make(cls, tracer: Tracer, node_id: str, conversion: str) -> _Converted:
+        text = cls(tracer.sentinel(node_id, conversion, ""))
+        text._plait = (tracer, node_id, conversion)
+        return text
+
+    def __format__(self, spec: str) -> str:
+        if not spec:
+            return str.__str__(self)
+        tracer, node_id, conversion = self._plait
+        return tracer.sentinel(node_id, conversion, spec)
 
 
 def _fail(action: str, hint: str) -> NoReturn:

@@ -54,6 +54,7 @@ class Tracer:
     def trace(self, num_args: int, kwarg_names: Sequence[str]) -> InferenceGraph:
         """Trace ``root.forward`` for ``num_args`` positional and the named keyword inputs."""
         names = _positional_names(self.root, num_args)
+        _check_call_fits(self.root, num_args, kwarg_names)
         args = [self._input(name, i) for i, name in enumerate(names)]
         kwargs = {k: self._input(k, k) for k in kwarg_names}
         input_ids = list(self.nodes)
@@ -161,6 +162,10 @@ class Tracer:
         self._sentinels.append((node_id, conversion, spec))
         return f"\ue000{self.uid}:{len(self._sentinels) - 1}\ue001"
 
+    def param_sentinel(self, param: Parameter, conversion: str, spec: str) -> str:
+        """A placeholder string standing for a registered Parameter's value at run time."""
+        return self.sentinel(self._param_node(param), conversion, spec)
+
     def record_concat(self, left: Any, right: Any) -> Proxy:
         """``left + right`` where one side is traced: a format node of both."""
         parts = [self.lift(left, where="a `+` operand"), self.lift(right, where="a `+` operand")]
@@ -232,7 +237,7 @@ class Tracer:
             return items if isinstance(value, list) else tuple(items)
         if isinstance(value, Mapping):
             return {k: self.lift(v, where=where) for k, v in value.items()}  # pyright: ignore[reportUnknownVariableType]
-        if isinstance(value, _LITERAL_TYPES | BaseModel):
+        if isinstance(value, (*_LITERAL_TYPES, BaseModel)):
             return value
         raise TraceError(
             f"{where} is a {type(value).__name__}, which plait cannot carry through a graph "
@@ -331,6 +336,26 @@ def _positional_names(module: Module, num_args: int) -> list[str]:
             "a dict: pipeline([(a1, b1), (a2, b2)])."
         )
     return (names + [f"arg_{i}" for i in range(len(names), num_args)])[:num_args]
+
+
+def _check_call_fits(module: Module, num_args: int, kwarg_names: Sequence[str]) -> None:
+    # Without this, a missing input surfaces as a TypeError from forward() itself, reported
+    # as a tracing failure at an unknown line.
+    try:
+        signature = inspect.signature(module.forward)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(*range(num_args), **dict.fromkeys(kwarg_names))
+    except TypeError as exc:
+        name = type(module).__name__
+        raise InputError(
+            f"{name}.forward({', '.join(signature.parameters)}) cannot be called with "
+            f"{num_args} positional input(s) "
+            f"and keywords {sorted(kwarg_names)}: {exc}. Pass every input forward() needs, "
+            f"e.g. {name.lower()}(...) with one value per parameter; for a batch pass ONE "
+            "list of rows."
+        ) from exc
 
 
 def _wrap_user_error(module: Module, exc: Exception) -> TraceError:

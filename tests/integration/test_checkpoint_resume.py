@@ -111,7 +111,7 @@ def test_changed_pipeline_or_inputs_is_refused_then_force_and_fresh(tmp_path: Pa
         resources = server.resource_config({"fast": "m-a", "smart": "m-b"}, max_concurrent=4)
         async with ExecutionSettings(resources=resources, checkpoint_dir=tmp_path):
             await TwoCalls()(rows)
-            with pytest.raises(CheckpointError, match="pipeline changed.*resume='force'"):
+            with pytest.raises(CheckpointError, match=r"pipeline changed.*resume='force'"):
                 await TwoCalls(prompt="Draft at length.")(rows)
             with pytest.raises(CheckpointError, match="resume='fresh'"):
                 await TwoCalls()([*rows, "one more"])
@@ -159,6 +159,35 @@ def test_writes_run_off_the_loop_and_nothing_is_lost(tmp_path: Path,
     assert store.completed_row_ids() == frozenset(range(300))
     assert {r.row_id: r.output for r in store.iter_completed_rows()} == {
         i: expected(t) for i, t in enumerate(rows)}
+
+
+def test_failed_write_fails_the_run_and_loses_nothing(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = [f"text {i}" for i in range(200)]
+    real_write = store_module.write_segment
+    calls: list[int] = []
+
+    def first_write_fails(*args: Any, **kwargs: Any) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError(28, "No space left on device")
+        real_write(*args, **kwargs)
+
+    monkeypatch.setattr(store_module, "write_segment", first_write_fails)
+
+    async def body(server: LLMServer) -> None:
+        resources = server.resource_config({"fast": "m-a", "smart": "m-b"}, max_concurrent=8)
+        with pytest.raises(OSError, match="No space left"):
+            await run(TwoCalls(), rows, resources=resources, checkpoint_dir=tmp_path)
+        assert server.stats().total_requests < 400  # the run stopped at the error
+        outputs = await run(TwoCalls(), rows, resources=resources, checkpoint_dir=tmp_path)
+        assert outputs == [expected(t) for t in rows]
+        # The failed batch went back to the buffer and was written at close, so nothing the
+        # first run finished is asked again; only requests in flight at the abort (at most
+        # the 8 + 8 slots) are repeated.
+        assert 400 <= server.stats().total_requests <= 400 + 16
+
+    with_server(body)
 
 
 def test_no_file_written_holds_the_api_key(tmp_path: Path,

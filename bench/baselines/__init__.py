@@ -1,0 +1,1 @@
+"""Hand-written asyncio baselines the benchmarks compare plait against."""

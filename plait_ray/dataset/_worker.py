@@ -1,0 +1,131 @@
+"""Dataset worker actors: run a chunk of rows and commit its Parquet part themselves.
+
+A worker writes the part file it produced, so results never travel back through the driver
+(the driver's memory stays flat) and a chunk is committed exactly when its rows are paid for.
+Before running a chunk the worker checks whether its part already exists (the chunk was
+committed by a worker that died before reporting), so a redone chunk costs nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from plait.events import Event, EventSink
+from plait.io import Chunk, ChunkStats, ColumnMap, OutputDir, chunk_result, chunk_rows
+from plait_ray.metrics import RayMetricsSink
+from plait_ray.runtime import EventCollector, RuntimeOptions, WorkerRuntime, divided_permit_factory
+from plait_ray.worker import leased_factory
+
+if TYPE_CHECKING:
+    from plait.graph import InferenceGraph
+    from plait.module import Module
+    from plait.resources.config import ResourceConfig
+    from plait.resources.manager import PermitFactory
+
+__all__ = ["ChunkDone", "DatasetPayload", "DatasetWorker"]
+
+
+@dataclass
+class ChunkDone:
+    """A committed chunk's counts, and its events when the run is profiled."""
+
+    stats: ChunkStats
+    events: list[Event] = field(default_factory=list[Event])
+
+
+@dataclass(frozen=True)
+class DatasetPayload:
+    """What every worker of one dataset run needs (put in the object store once).
+
+    Attributes:
+        module: The pipeline (pickled without bound settings).
+        graph: Its traced graph.
+        resources: Endpoints (inline keys are not pickled; workers read key env vars).
+        mapping: forward() argument -> source column.
+        output: The output directory (shared storage all workers can write).
+        options: Per-worker concurrency settings.
+        workers: Workers in the run (each owns 1/workers of the limits unless leased).
+        limiter_namespace: Namespace of the cluster-wide limiter actors, or None.
+        metrics: Export Ray metrics from the workers.
+        collect_events: Ship each chunk's events back (for a Chrome trace).
+    """
+
+    module: Module
+    graph: InferenceGraph
+    resources: ResourceConfig
+    mapping: ColumnMap
+    output: Path
+    options: RuntimeOptions
+    workers: int
+    limiter_namespace: str | None = None
+    metrics: bool = True
+    collect_events: bool = False
+
+
+class DatasetWorker:
+    """The body of a dataset worker actor (an async actor: chunks overlap in one loop)."""
+
+    def __init__(self, payload: DatasetPayload, index: int) -> None:
+        factory: PermitFactory | None = None
+        if payload.limiter_namespace is not None:
+            factory = leased_factory(payload.limiter_namespace)
+        if factory is None:
+            factory = divided_permit_factory(payload.workers, index)
+        self._metrics = (RayMetricsSink(type(payload.module).__name__)
+                         if payload.metrics else None)
+        self._collector = EventCollector() if payload.collect_events else None
+        self._runtime = WorkerRuntime(payload.module, payload.graph, payload.resources,
+                                      options=payload.options, events=self._sink(),
+                                      permit_factory=factory)
+        self._mapping = payload.mapping
+        self._out = OutputDir(payload.output)
+
+    def _sink(self) -> EventSink | None:
+        metrics, collector = self._metrics, self._collector
+        if metrics is None or collector is None:
+            return metrics or collector
+
+        def both(event: Event) -> None:
+            metrics(event)
+            collector(event)
+
+        return both
+
+    async def ready(self) -> bool:
+        """Check the endpoints' keys in this process; True when the worker can run rows.
+
+        Raises:
+            MissingAPIKeyError: This worker's environment lacks a key.
+        """
+        await self._runtime.start()
+        return True
+
+    async def run_chunk(self, chunk: Chunk) -> ChunkDone:
+        """Run the chunk's rows and commit its part; row failures are written, not raised."""
+        if await asyncio.to_thread(self._out.is_committed, chunk.start, chunk.end):
+            path = self._out.part_path(chunk.start, chunk.end)
+            stats = await asyncio.to_thread(self._out.part_stats, path)
+            stats.skipped = True
+            return ChunkDone(stats)
+        results = await self._runtime.run_rows(chunk_rows(chunk, self._mapping))
+        by_id = {r.index: r for r in results}
+        stats = await asyncio.to_thread(chunk_result, chunk, by_id, self._out)
+        if self._metrics is not None:
+            self._metrics.rows_finished(stats.rows - stats.errors, stats.errors)
+        # Events of overlapping chunks are drained together; the trace only needs them all.
+        return ChunkDone(stats, self._collector.drain() if self._collector is not None else [])
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """Per-alias request statistics of this worker (for the run's cost)."""
+        if self._metrics is not None:
+            self._metrics.flush()
+        return self._runtime.stats()
+
+    async def close(self) -> dict[str, dict[str, Any]]:
+        """Flush metrics, close the clients and return the final statistics."""
+        stats = self.stats()
+        await self._runtime.aclose()
+        return stats

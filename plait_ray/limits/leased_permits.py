@@ -1,0 +1,452 @@
+"""A worker's ``PermitSource`` that leases slots and rate budget in blocks from one actor.
+
+``acquire`` is served from a local stock (slots, request permits, token budget) in
+microseconds; one background *sync* task keeps the stock topped up with at most one call to
+the limiter in flight. Steady state costs about one actor round trip per block, not per
+request:
+
+* **Requests and tokens** are refilled when the stock falls to half of the last grant, so a
+  busy worker rarely waits. The size asked for follows use (twice what was consumed since
+  the previous grant, at most ``block_size``), so an idle worker does not hoard the
+  cluster's budget. Stock older than ``stock_ttl`` is dropped: budget granted long ago must
+  not turn into a burst the provider would see.
+* **Slots** are kept while in use, and idle ones go back to the pool: at each heartbeat,
+  slots that stayed idle for the whole interval are returned. When the limiter says other
+  workers are short of slots (``slot_quota``), a worker above its fair share returns slots
+  as they free up instead of reusing them.
+* **429s**: ``on_rate_limited`` pauses this worker at once, drops its request stock and
+  reports to the actor, which pauses and slows every worker (they see it at their next
+  sync, within one block or one heartbeat). Successes are reported in batches on the sync.
+* **Actor restart or expiry**: the next sync opens a new lease naming the slots still held;
+  the actor adopts them, so in-flight requests stay counted. A limiter unreachable for
+  ``patience`` seconds fails every waiting and later ``acquire`` with
+  ``LimiterUnavailableError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections import deque
+
+from ray.actor import ActorHandle
+
+from plait.resources.clock import Clock, MonotonicClock
+from plait.resources.permits import Permit
+from plait_ray.limits.actor import LimiterHandle
+from plait_ray.limits.client import LimiterClient, RayLimiterClient
+from plait_ray.limits.lease import LeaseGrant, LeaseRequest, LimiterUnavailableError
+
+__all__ = ["LeasedPermitSource"]
+
+_DEFAULT_PAUSE = 1.0  # seconds to pause locally after a 429 without retry-after
+_MAX_HEARTBEAT = 0.5  # seconds: how stale a worker's view of quotas and pauses may get
+
+
+class LeasedPermitSource:
+    """``PermitSource`` for a Ray worker: permits leased in blocks from the limiter actor.
+
+    Args:
+        limiter: The endpoint's limiter actor handle (see ``limiter_for``), or any
+            ``LimiterClient``.
+        alias: The endpoint alias, for messages.
+        max_concurrent: The endpoint's slot limit (None: no slots are leased).
+        rate_limit: Requests per minute (None: unlimited until a 429 says otherwise).
+        tokens_per_minute: Tokens per minute, or None.
+        block_size: Most request permits asked for in one call.
+        worker_id: Names this worker in the limiter's stats (host:pid:random if None).
+        clock: Time source; ``MonotonicClock()`` if None.
+        max_wait: Seconds the actor may hold a call of a starving worker for budget.
+        stock_ttl: Seconds after which unspent leased requests/tokens are dropped.
+        patience: Seconds the limiter may stay unreachable before acquire fails.
+
+    Example:
+        >>> permits = LeasedPermitSource(limiter_for("fast", config), "fast",
+        ...                              max_concurrent=32, rate_limit=6000,
+        ...                              tokens_per_minute=None)
+        >>> permit = await permits.acquire(300)
+        >>> permits.release(permit, used_tokens=280)
+    """
+
+    def __init__(
+        self,
+        limiter: LimiterHandle | LimiterClient,
+        alias: str,
+        *,
+        max_concurrent: int | None,
+        rate_limit: float | None,
+        tokens_per_minute: float | None,
+        block_size: int = 256,
+        worker_id: str | None = None,
+        clock: Clock | None = None,
+        max_wait: float = 0.5,
+        stock_ttl: float = 1.0,
+        patience: float = 60.0,
+    ) -> None:
+        self._client: LimiterClient = (RayLimiterClient(limiter, alias)
+                                       if isinstance(limiter, ActorHandle) else limiter)
+        self.alias = alias
+        self._clock: Clock = clock or MonotonicClock()
+        self._worker_id = worker_id or f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._slots_limited = max_concurrent is not None
+        self._block_size = max(1, block_size)
+        self._max_wait = max_wait
+        self._stock_ttl = stock_ttl
+        self._patience = patience
+        # Slots.
+        self._free: list[int] = []
+        self._in_use: set[int] = set()
+        self._revoked: set[int] = set()
+        self._slot_waiters: deque[asyncio.Future[int]] = deque()
+        self._to_return: list[int] = []
+        self._free_floor = 0
+        self._quota: int | None = None
+        # Rate budget: None means unlimited (as of the last grant).
+        self._requests: int | None = None if rate_limit is None else 0
+        self._tokens: float | None = None if tokens_per_minute is None else 0.0
+        self._stock_expires = float("-inf")
+        self._low_water = 0
+        self._consumed_requests = 0
+        self._consumed_tokens = 0.0
+        self._paused_until = float("-inf")
+        self._rate_lock = asyncio.Lock()
+        self._rate_waiters = 0
+        self._waiting_tokens = 0
+        self._successes = 0
+        # The sync task and its signals.
+        self._lease_id = ""
+        self._heartbeat = _MAX_HEARTBEAT
+        self._next_idle_check = float("-inf")
+        self._wake = asyncio.Event()
+        self._stock_changed = asyncio.Event()
+        self._sync_task: asyncio.Task[None] | None = None
+        self._failure: LimiterUnavailableError | None = None
+        self.syncs = 0
+
+    # -- introspection ---------------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        """Slots in use by this worker (permits held when slots are limited)."""
+        return len(self._in_use)
+
+    @property
+    def held_slots(self) -> int:
+        """Slots leased by this worker, in use or idle."""
+        return len(self._in_use) + len(self._free)
+
+    # -- PermitSource ----------------------------------------------------------------------
+
+    async def acquire(self, tokens: int) -> Permit:
+        """Take a slot and rate budget from the local stock, waiting for a refill if empty.
+
+        Raises:
+            LimiterUnavailableError: The limiter actor stayed unreachable for ``patience``.
+        """
+        self._start()
+        if self._failure is not None:
+            raise self._failure
+        clock = self._clock
+        now = clock.now()
+        queue_wait = 0.0
+        if not self._slots_limited:
+            slot = -1
+        elif self._free and not self._slot_waiters:
+            slot = self._take_free_slot()
+        else:
+            slot = await self._wait_for_slot()
+            start, now = now, clock.now()
+            queue_wait = now - start
+        try:
+            if self._rate_waiters == 0 and self._try_take(now, tokens):
+                rate_wait = 0.0
+            else:
+                rate_wait = await self._wait_for_rate(tokens)
+        except BaseException:
+            self._put_back_slot(slot)
+            raise
+        return Permit(slot=slot, tokens=tokens, queue_wait=queue_wait, rate_wait=rate_wait)
+
+    def release(self, permit: Permit, *, used_tokens: int | None) -> None:
+        """Return the slot locally; correct the token stock with the real usage."""
+        if used_tokens is not None and self._tokens is not None:
+            self._tokens += permit.tokens - used_tokens
+        self._put_back_slot(permit.slot)
+
+    def on_rate_limited(self, retry_after: float | None) -> None:
+        """Pause here at once, drop the request stock, and slow the whole cluster."""
+        pause = retry_after if retry_after is not None and retry_after > 0 else _DEFAULT_PAUSE
+        self._paused_until = max(self._paused_until, self._clock.now() + pause)
+        self._requests = 0
+        self._client.report_rate_limited(retry_after)
+        self._wake.set()
+
+    def on_success(self) -> None:
+        """Count a success; reported to the limiter with the next sync."""
+        self._successes += 1
+
+    async def aclose(self) -> None:
+        """Stop syncing and end the lease so its slots go back at once."""
+        task, self._sync_task = self._sync_task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        if self._lease_id:
+            self._client.release(self._lease_id)
+            self._lease_id = ""
+
+    # -- slots -----------------------------------------------------------------------------
+
+    def _take_free_slot(self) -> int:
+        slot = self._free.pop()
+        self._free_floor = min(self._free_floor, len(self._free))
+        self._in_use.add(slot)
+        return slot
+
+    async def _wait_for_slot(self) -> int:
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._slot_waiters.append(fut)
+        self._wake.set()
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self._put_back_slot(fut.result())  # handed over just as we were cancelled
+            else:
+                try:
+                    self._slot_waiters.remove(fut)
+                except ValueError:
+                    pass
+            raise
+
+    def _put_back_slot(self, slot: int) -> None:
+        if slot == -1:
+            return
+        self._in_use.discard(slot)
+        if slot in self._revoked:
+            self._revoked.discard(slot)  # the limiter gave it to another worker
+            return
+        if self._quota is not None and self.held_slots >= self._quota:
+            self._give_back([slot])  # over our fair share: others are waiting
+            return
+        self._hand_out(slot)
+
+    def _hand_out(self, slot: int) -> None:
+        while self._slot_waiters:
+            fut = self._slot_waiters.popleft()
+            if not fut.done():
+                self._in_use.add(slot)
+                fut.set_result(slot)
+                return
+        self._free.append(slot)
+
+    def _give_back(self, slots: list[int]) -> None:
+        if not slots:
+            return
+        if not self._to_return:
+            asyncio.get_running_loop().call_soon(self._flush_returns)
+        self._to_return.extend(slots)
+
+    def _flush_returns(self) -> None:
+        slots, self._to_return = self._to_return, []
+        if slots and self._lease_id:
+            self._client.return_slots(self._lease_id, tuple(slots))
+
+    # -- rate ------------------------------------------------------------------------------
+
+    def _try_take(self, now: float, tokens: int) -> bool:
+        if now < self._paused_until:
+            return False
+        if now >= self._stock_expires:
+            self._drop_stock()
+        requests = self._requests
+        if requests is not None and requests < 1:
+            self._wake.set()
+            return False
+        if self._tokens is not None:
+            if self._tokens < tokens:
+                self._wake.set()
+                return False
+            self._tokens -= tokens
+            self._consumed_tokens += tokens
+        if requests is not None:
+            self._requests = requests - 1
+            self._consumed_requests += 1
+            if requests - 1 <= self._low_water:
+                self._wake.set()
+        return True
+
+    def _drop_stock(self) -> None:
+        if self._requests is not None:
+            self._requests = 0
+        if self._tokens is not None:
+            self._tokens = min(self._tokens, 0.0)  # debt stays owed
+
+    async def _wait_for_rate(self, tokens: int) -> float:
+        clock = self._clock
+        start = clock.now()
+        self._rate_waiters += 1
+        try:
+            async with self._rate_lock:
+                self._waiting_tokens = tokens
+                while not self._try_take(now := clock.now(), tokens):
+                    if self._failure is not None:
+                        raise self._failure
+                    if now < self._paused_until:
+                        await clock.sleep(self._paused_until - now)
+                        continue
+                    self._stock_changed.clear()
+                    self._wake.set()
+                    await self._stock_changed.wait()
+        finally:
+            self._rate_waiters -= 1
+            self._waiting_tokens = 0
+        return clock.now() - start
+
+    # -- the sync task ---------------------------------------------------------------------
+
+    def _start(self) -> None:
+        if self._sync_task is None:
+            self._sync_task = asyncio.get_running_loop().create_task(self._sync_forever())
+
+    async def _sync_forever(self) -> None:
+        while True:
+            await self._wait_for_wake(self._heartbeat)
+            woken = self._wake.is_set()
+            self._wake.clear()
+            if not (woken or self._in_use or self._free or self._successes
+                    or self._slot_waiters):
+                continue  # holding and wanting nothing: no lease to keep alive
+            try:
+                request = self._build_request()
+                grant = await self._lease_patiently(request)
+            except LimiterUnavailableError as exc:
+                self._fail(exc)
+                return
+            except Exception as exc:  # a bug or a foreign error must not strand waiters
+                self._fail(LimiterUnavailableError(
+                    f"Syncing with the limiter of endpoint '{self.alias}' failed: "
+                    f"{type(exc).__name__}: {exc}"))
+                return
+            self._apply(grant)
+
+    async def _wait_for_wake(self, seconds: float) -> None:
+        if self._wake.is_set():
+            return
+        woken = asyncio.ensure_future(self._wake.wait())
+        timer = asyncio.ensure_future(self._clock.sleep(seconds))
+        try:
+            await asyncio.wait({woken, timer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            woken.cancel()
+            timer.cancel()
+
+    def _build_request(self) -> LeaseRequest:
+        now = self._clock.now()
+        returns, self._to_return = self._to_return, []
+        if now >= self._next_idle_check:
+            # Slots idle for a whole heartbeat go back, so an idle worker starves nobody.
+            if not self._slot_waiters:
+                idle = min(self._free_floor, len(self._free))
+                returns.extend(self._free[:idle])
+                del self._free[:idle]
+            self._free_floor = len(self._free)
+            self._next_idle_check = now + self._heartbeat
+        starving = bool(self._slot_waiters) or self._rate_waiters > 0
+        successes, self._successes = self._successes, 0
+        return LeaseRequest(
+            worker_id=self._worker_id,
+            lease_id=self._lease_id,
+            held_slots=tuple(self._in_use | set(self._free)),
+            return_slots=tuple(returns),
+            demand=len(self._in_use) + len(self._slot_waiters),
+            want_slots=len(self._slot_waiters),
+            want_requests=self._want_requests(),
+            want_tokens=self._want_tokens(),
+            min_tokens=float(self._waiting_tokens),
+            successes=successes,
+            max_wait=self._max_wait if starving else 0.0,
+        )
+
+    def _want_requests(self) -> int:
+        stock = self._requests
+        if stock is None:
+            return 0
+        if self._rate_waiters == 0 and (stock > self._low_water or self._consumed_requests == 0):
+            return 0
+        want = min(self._block_size, max(1, 2 * self._consumed_requests) - max(stock, 0))
+        return max(want, 1 if self._rate_waiters else 0)
+
+    def _want_tokens(self) -> float:
+        stock = self._tokens
+        if stock is None:
+            return 0.0
+        if self._waiting_tokens == 0 and (stock > self._consumed_tokens
+                                          or self._consumed_tokens == 0):
+            return 0.0
+        return max(float(self._waiting_tokens), 2.0 * self._consumed_tokens) - max(stock, 0.0)
+
+    async def _lease_patiently(self, request: LeaseRequest) -> LeaseGrant:
+        clock = self._clock
+        give_up_at = clock.now() + self._patience
+        attempt = 0
+        while True:
+            try:
+                self.syncs += 1
+                return await self._client.lease(request)
+            except LimiterUnavailableError as exc:
+                if clock.now() >= give_up_at:
+                    raise LimiterUnavailableError(
+                        f"The limiter of endpoint '{self.alias}' has been unreachable for "
+                        f"{self._patience:g} s ({exc}). It restarts by itself after a crash; "
+                        "if it was killed for good, start the run again (the driver "
+                        "recreates it with plait_ray.limits.ensure_limiters)."
+                    ) from exc
+                await clock.sleep(min(2.0, 0.05 * 2**attempt))
+                attempt += 1
+
+    def _apply(self, grant: LeaseGrant) -> None:
+        now = self._clock.now()
+        self._lease_id = grant.lease_id
+        self._heartbeat = min(_MAX_HEARTBEAT, grant.ttl / 3)
+        for slot in grant.revoked_slots:
+            if slot in self._free:
+                self._free.remove(slot)
+            elif slot in self._in_use:
+                self._revoked.add(slot)
+        self._quota = grant.slot_quota
+        for slot in grant.slots:
+            self._hand_out(slot)
+        if self._slot_waiters:
+            self._wake.set()  # still short of slots: ask again (the actor paces us)
+        elif self._quota is not None:
+            surplus = min(len(self._free), self.held_slots - self._quota)
+            if surplus > 0:
+                self._give_back([self._free.pop() for _ in range(surplus)])
+        if grant.requests is None:
+            self._requests = None
+        else:
+            self._requests = max(self._requests or 0, 0) + grant.requests
+            if grant.requests:
+                self._low_water = grant.requests // 2
+        if grant.tokens is not None:
+            self._tokens = (self._tokens or 0.0) + grant.tokens
+        if grant.requests or grant.tokens:
+            self._stock_expires = now + self._stock_ttl
+            self._consumed_requests = 0
+            self._consumed_tokens = 0.0
+        if grant.pause_for > 0:
+            self._paused_until = max(self._paused_until, now + grant.pause_for)
+        self._stock_changed.set()
+
+    def _fail(self, exc: LimiterUnavailableError) -> None:
+        self._failure = exc
+        while self._slot_waiters:
+            fut = self._slot_waiters.popleft()
+            if not fut.done():
+                fut.set_exception(exc)
+        self._stock_changed.set()

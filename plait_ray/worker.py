@@ -1,0 +1,242 @@
+"""Row worker actors: a ``WorkerRuntime`` per job inside a long-lived async Ray actor.
+
+A ``RowWorker`` is an async actor (one asyncio loop, many chunks at once). The driver ships a
+job's module, graph and resources to each worker once (``load``), then sends chunks of rows
+(``run_chunk``) that name the job; ``unload`` closes the job's clients and returns its stats.
+
+Workers are kept warm per pipeline class in a ``WorkerPool`` and reused by later calls,
+because starting an actor (a new Python process importing plait) costs about a second while
+a call to a warm one costs about a millisecond. They are owned by the driver, so they end
+with it (or with ``ray.shutdown()``); ``shutdown_workers()`` ends them earlier.
+"""
+
+from __future__ import annotations
+
+import importlib
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
+
+import ray
+
+from plait.errors import MissingAPIKeyError, PlaitError
+from plait.events import Event
+from plait.execution.contract import Row
+from plait.execution.results import RowResult
+from plait_ray._ray_init import ray_api
+from plait_ray.replica_client import replica_client_factory
+from plait_ray.runtime import (
+    EventCollector,
+    NodeRecord,
+    RuntimeOptions,
+    WorkerRuntime,
+    divided_permit_factory,
+)
+
+if TYPE_CHECKING:
+    from plait.graph import InferenceGraph
+    from plait.module import Module
+    from plait.resources.config import ResourceConfig
+    from plait.resources.manager import PermitFactory
+
+__all__ = [
+    "WORKER_CPUS",
+    "ChunkResult",
+    "JobPayload",
+    "RowWorker",
+    "WorkerLostError",
+    "WorkerPool",
+    "leased_factory",
+    "shutdown_workers",
+    "worker_key_hint",
+    "worker_pool",
+]
+
+WORKER_CPUS = 0.1
+"""CPU reservation of a row worker: it mostly waits on HTTP, so warm workers must not starve
+the cluster of CPUs for other tasks."""
+
+
+class WorkerLostError(PlaitError):
+    """The Ray worker running a row died (node lost, out of memory, killed)."""
+
+
+@dataclass(frozen=True)
+class JobPayload:
+    """What a worker needs to run a job's rows; put in the object store once per job.
+
+    Attributes:
+        module: The root module (pickles without bound settings).
+        graph: The traced graph.
+        resources: The endpoints (pickle without inline API keys).
+        options: Per-worker concurrency and recording settings.
+        workers: Workers sharing the job (each owns 1/workers of the limits unless leased).
+        namespace: Limiter namespace for cluster-leased permits, or None to divide limits.
+        collect_events: Ship profiling events back with each chunk.
+    """
+
+    module: Module
+    graph: InferenceGraph
+    resources: ResourceConfig
+    options: RuntimeOptions
+    workers: int
+    namespace: str | None = None
+    collect_events: bool = False
+
+
+@dataclass
+class ChunkResult:
+    """A finished chunk: its rows' results, LLM node values (checkpoints) and events."""
+
+    results: list[RowResult]
+    nodes: list[NodeRecord] = field(default_factory=list[NodeRecord])
+    events: list[Event] = field(default_factory=list[Event])
+
+
+def leased_factory(namespace: str) -> PermitFactory | None:
+    """Cluster-leased permits from ``plait_ray.limits``, or None while it is unavailable."""
+    try:
+        limits = importlib.import_module("plait_ray.limits")
+    except ImportError:
+        return None
+    make: Any = getattr(limits, "leased_permit_factory", None)
+    if make is None:
+        return None
+    return cast("PermitFactory", make(namespace))
+
+
+def worker_key_hint(exc: BaseException) -> BaseException:
+    """Add to a worker's ``MissingAPIKeyError`` that the key must be in the *worker's* env."""
+    if isinstance(exc, MissingAPIKeyError) and not getattr(exc, "_ray_hint", False):
+        exc.args = (f"{exc.args[0]} (in the Ray worker process: keys are never shipped to "
+                    f"workers; set {exc.env_var} in the environment before ray.init, in the "
+                    "cluster's environment, or via runtime_env={'env_vars': {...}})",)
+        exc._ray_hint = True  # pyright: ignore[reportAttributeAccessIssue]
+    return exc
+
+
+class _LoadedJob:
+    def __init__(self, payload: JobPayload, index: int) -> None:
+        factory: PermitFactory | None = None
+        if payload.namespace is not None:
+            factory = leased_factory(payload.namespace)
+        if factory is None:
+            factory = divided_permit_factory(payload.workers, index)
+        self.collector = EventCollector() if payload.collect_events else None
+        self.runtime = WorkerRuntime(payload.module, payload.graph, payload.resources,
+                                     options=payload.options, events=self.collector,
+                                     permit_factory=factory,
+                                     client_factory=replica_client_factory(payload.namespace))
+
+
+class RowWorker:
+    """Runs chunks of rows of loaded jobs (the body of the ``plait:worker:...`` actors)."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, _LoadedJob] = {}
+
+    async def load(self, job_id: str, payload: JobPayload, index: int) -> None:
+        """Build the job's runtime and check its credentials here (keys come from env).
+
+        Raises:
+            MissingAPIKeyError: The worker's environment lacks an endpoint's key.
+        """
+        job = _LoadedJob(payload, index)
+        try:
+            await job.runtime.start()
+        except BaseException:
+            await job.runtime.aclose()
+            raise
+        self._jobs[job_id] = job
+
+    async def run_chunk(self, job_id: str, rows: Sequence[Row],
+                        presets: Mapping[int, Mapping[str, Any]], want_nodes: bool
+                        ) -> ChunkResult:
+        """Run ``rows`` of a loaded job; row failures are in the results, never raised."""
+        job = self._jobs[job_id]
+        nodes: list[NodeRecord] = []
+
+        def keep(row: int, node_id: str, value: Any, usage: Any) -> None:
+            nodes.append((row, node_id, value, usage))
+
+        results = await job.runtime.run_rows(rows, presets=presets,
+                                             on_node=keep if want_nodes else None)
+        events = job.collector.drain() if job.collector is not None else []
+        return ChunkResult(results, nodes, events)
+
+    async def unload(self, job_id: str) -> dict[str, dict[str, Any]]:
+        """Close the job's clients; return its per-alias stats (empty if never loaded)."""
+        job = self._jobs.pop(job_id, None)
+        if job is None:
+            return {}
+        stats = job.runtime.stats()
+        await job.runtime.aclose()
+        return stats
+
+    def ready(self) -> bool:
+        """True once the actor is up (used to wait for startup)."""
+        return True
+
+
+class WorkerPool:
+    """Warm ``RowWorker`` actors for one pipeline class, named ``plait:worker:<Class>:<i>``.
+
+    Args:
+        pipeline: The pipeline class name (shown in the Ray dashboard).
+    """
+
+    def __init__(self, pipeline: str) -> None:
+        self.pipeline = pipeline
+        self.handles: list[Any] = []
+        self._suffix = ""
+
+    def ensure(self, count: int) -> list[Any]:
+        """At least ``count`` live workers (started if needed); returns the first ``count``."""
+        actor_class: Any = ray.remote(num_cpus=WORKER_CPUS, max_restarts=0)(RowWorker)
+        while len(self.handles) < count:
+            name = f"plait:worker:{self.pipeline}:{len(self.handles)}{self._suffix}"
+            try:
+                handle = actor_class.options(name=name, max_concurrency=1000).remote()
+            except ValueError:
+                # Another pool (another driver sharing the namespace) holds the names.
+                self._suffix = f":{uuid.uuid4().hex[:6]}"
+                continue
+            self.handles.append(handle)
+        return self.handles[:count]
+
+    def discard(self, handle: Any) -> None:
+        """Forget a dead worker; the next ``ensure`` starts a replacement."""
+        if handle in self.handles:
+            self.handles.remove(handle)
+            self._suffix = f":{uuid.uuid4().hex[:6]}"  # the dead actor's name may linger
+
+    def kill(self) -> None:
+        """End every worker of the pool now."""
+        handles, self.handles = self.handles, []
+        for handle in handles:
+            ray_api.kill(handle, no_restart=True)
+
+
+_POOLS: dict[tuple[str, str], WorkerPool] = {}
+
+
+def worker_pool(pipeline: str) -> WorkerPool:
+    """The warm pool of ``pipeline`` for the current Ray session (made on first use)."""
+    session = ray.get_runtime_context().get_job_id()
+    for key in [k for k in _POOLS if k[0] != session]:
+        del _POOLS[key]  # a pool of an earlier ray.init(): its actors are gone
+    key = (session, pipeline)
+    pool = _POOLS.get(key)
+    if pool is None:
+        pool = _POOLS[key] = WorkerPool(pipeline)
+    return pool
+
+
+def shutdown_workers() -> None:
+    """Kill every warm row worker of this process (they also end with the driver)."""
+    pools = list(_POOLS.values())
+    _POOLS.clear()
+    for pool in pools:
+        if ray.is_initialized():
+            pool.kill()
