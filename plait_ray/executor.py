@@ -273,7 +273,7 @@ class _Dispatch:
                     presets[index] = preset
         ref = self.handles[worker].run_chunk.remote(self.job_id, chunk, presets,
                                                     job.on_node is not None)
-        self.pending[asyncio.ensure_future(ref.as_future())] = (worker, chunk, ref)
+        self.pending[asyncio.wrap_future(ref.future())] = (worker, chunk, ref)
         self.load[worker] += 1
 
     def _fill(self, rows: Iterator[Row]) -> bool:

@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import ray.data
-
 from plait.io import Source, open_source
 from plait.io._arrow import RecordBatch
 
@@ -14,13 +12,13 @@ __all__ = ["RayDataSource", "open_ray_source"]
 
 
 class RayDataSource(Source):
-    """A ``ray.data.Dataset`` read with ``iter_batches`` in a stable order.
+    """A ``ray.data.Dataset`` (needs ``ray[data]``) read with ``iter_batches`` in a stable order.
 
     Row ids are positions, so the order must be the same on every run: ``preserve_order`` is
     switched on for this dataset's execution (Ray Data may otherwise reorder blocks).
     """
 
-    def __init__(self, dataset: ray.data.Dataset) -> None:
+    def __init__(self, dataset: Any) -> None:
         self.dataset = dataset
         self.description = f"ray.data:{dataset.schema()}"
         self.total = None
@@ -42,6 +40,7 @@ class RayDataSource(Source):
 
 def open_ray_source(source: Any) -> Source:
     """A ``Source`` for a ``ray.data.Dataset``, a path or a list of dicts."""
-    if isinstance(source, ray.data.Dataset):
+    # Duck-typed: importing ray.data needs pandas, which plain Ray installs lack.
+    if type(source).__module__.startswith("ray.data") and hasattr(source, "iter_batches"):
         return RayDataSource(source)
     return open_source(source)

@@ -21,6 +21,7 @@ from plait.local_models import TorchEndpointConfig
 from plait.resources.config import ResourceConfig
 from plait.resources.manager import ResourceManager
 from plait.testing import LLMServer
+from plait.testing._resources import DEFAULT_KEY, DEFAULT_KEY_ENV
 from plait_ray.replica_client import RayReplicaClient, replica_client_factory
 from plait_ray.replicas import ReplicaPool, ensure_replica_pools, replica_name
 
@@ -37,7 +38,9 @@ def cluster() -> Iterator[dict[str, str]]:
         ray.shutdown()
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "num_gpus": 0})
     gpu_node = c.add_node(num_cpus=2, num_gpus=2)
-    ray.init(address=c.address, namespace=NAMESPACE)
+    # The row workers need the loopback server's key; keys are never shipped with configs.
+    ray.init(address=c.address, namespace=NAMESPACE,
+             runtime_env={"env_vars": {DEFAULT_KEY_ENV: DEFAULT_KEY}})
     c.wait_for_nodes()
     try:
         yield {"gpu_node": gpu_node.node_id}

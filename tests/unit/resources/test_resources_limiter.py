@@ -176,21 +176,56 @@ def test_429_without_configured_rate_derives_one_and_later_removes_it():
     async def main():
         clock = FakeClock(start=10.0)
         permits = LocalPermitSource(None, None, None, clock, recovery_period=5.0)
-        for _ in range(40):  # 40 completions within 1.0 s
+        for _ in range(40):  # 40 successes within 1.0 s
             permits.release(await permits.acquire(1), used_tokens=None)
+            permits.on_success()
             await clock.advance(0.025)
         assert permits.effective_rate_per_min is None
         permits.on_rate_limited(0.5)
         derived = permits.effective_rate_per_min
         assert derived is not None
-        # observed ~20-40/s over the 1-2 s window, halved
-        assert 10 * 60 <= derived <= 20 * 60
+        # observed ~20-40/s over the 1-2 s window, times 0.95
+        assert 19 * 60 <= derived <= 38 * 60
         permits.on_success()
         assert permits.effective_rate_per_min is not None
         assert permits.effective_rate_per_min > derived
         await clock.advance(5.0)
         permits.on_success()
         assert permits.effective_rate_per_min is None
+
+    run(main())
+
+
+def test_refused_requests_and_too_little_data_derive_no_rate():
+    async def main():
+        clock = FakeClock(start=10.0)
+        permits = LocalPermitSource(None, None, None, clock)
+        for _ in range(200):  # 429s come back at once; they are not throughput
+            permits.release(await permits.acquire(1), used_tokens=None)
+            await clock.advance(0.005)
+            permits.on_rate_limited(0.001)
+        assert permits.effective_rate_per_min is None  # paused only
+        assert permits.paused_until > clock.now()
+
+    run(main())
+
+
+def test_429_within_the_episode_caps_regrowth_at_the_observed_rate():
+    async def main():
+        clock = FakeClock(start=10.0)
+        permits = LocalPermitSource(None, None, None, clock)
+        for _ in range(100):  # 100 successes over 1.0 s: ~100/s accepted
+            permits.release(await permits.acquire(1), used_tokens=None)
+            permits.on_success()
+            await clock.advance(0.01)
+        permits.on_rate_limited(0.01)
+        derived = permits.effective_rate_per_min
+        assert derived == pytest.approx(0.95 * 100 * 60, rel=0.05)
+        for _ in range(200):  # compounding +1% per success overshoots the server...
+            permits.on_success()
+        assert permits.effective_rate_per_min > 2 * derived
+        permits.on_rate_limited(0.01)  # ...until a 429 in the same episode caps it
+        assert permits.effective_rate_per_min == pytest.approx(100 * 60, rel=0.1)
 
     run(main())
 
