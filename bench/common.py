@@ -91,7 +91,7 @@ class Timed:
     cpu: float = 0.0
 
 
-class measure:  # noqa: N801 - used as a context manager, reads like a function
+class measure:
     """``with measure() as t:`` fills ``t.wall`` and ``t.cpu`` (user + sys of THIS process)."""
 
     def __enter__(self) -> Timed:

@@ -237,20 +237,22 @@ def _cause(exc: BaseException) -> BaseException:
 
 
 async def _unload(handles: list[Any], job_id: str, pool: Any) -> list[dict[str, dict[str, Any]]]:
-    refs = [h.unload.remote(job_id) for h in handles]
-    done = await asyncio.wait_for(asyncio.gather(*refs, return_exceptions=True),
-                                  _UNLOAD_TIMEOUT)
+    futures = [asyncio.wrap_future(h.unload.remote(job_id).future()) for h in handles]
+    await asyncio.wait(futures, timeout=_UNLOAD_TIMEOUT)
     parts: list[dict[str, dict[str, Any]]] = []
-    for handle, part in zip(handles, done, strict=True):
-        if isinstance(part, ray_api.exceptions.RayActorError):
-            pool.discard(handle)
-        elif isinstance(part, dict):
-            parts.append(part)  # pyright: ignore[reportUnknownArgumentType]
+    for handle, future in zip(handles, futures, strict=True):
+        if future.done() and future.exception() is None:
+            parts.append(future.result())
+            continue
+        # Dead or stuck: a fresh worker replaces it rather than leaking a job's clients.
+        future.cancel()
+        pool.discard(handle)
+        ray_api.kill(handle, no_restart=True)
     return parts
 
 
 class _Dispatch:
-    """Keeps each worker's chunks in flight and turns finished chunks into RowResults."""
+    """Keeps each worker's chunks in flight and turns streamed chunk parts into RowResults."""
 
     def __init__(self, job: Job, plan: ChunkPlan, handles: list[Any], job_id: str,
                  events: list[Event]) -> None:
@@ -261,7 +263,8 @@ class _Dispatch:
         self.events = events
         self.load = [0] * len(handles)
         self.dead: set[int] = set()
-        self.pending: dict[asyncio.Future[Any], tuple[int, list[Row], Any]] = {}
+        self.streams: dict[asyncio.Task[None], Any] = {}
+        self.parts: asyncio.Queue[tuple[int, list[RowResult] | None]] = asyncio.Queue()
 
     def _submit(self, worker: int, chunk: list[Row]) -> None:
         job = self.job
@@ -271,10 +274,35 @@ class _Dispatch:
                 preset = job.presets(index)
                 if preset:
                     presets[index] = preset
-        ref = self.handles[worker].run_chunk.remote(self.job_id, chunk, presets,
-                                                    job.on_node is not None)
-        self.pending[asyncio.wrap_future(ref.future())] = (worker, chunk, ref)
+        stream = self.handles[worker].run_chunk.options(num_returns="streaming").remote(
+            self.job_id, chunk, presets, job.on_node is not None)
+        task = asyncio.create_task(self._consume(worker, chunk, stream))
+        self.streams[task] = stream
         self.load[worker] += 1
+
+    async def _consume(self, worker: int, chunk: list[Row], stream: Any) -> None:
+        unreported = {index for index, _, _ in chunk}
+        try:
+            async for ref in stream:
+                part: ChunkResult = await ref
+                hook = self.job.on_node
+                if hook is not None:
+                    for row, node_id, value, usage in part.nodes:
+                        hook(row, node_id, value, usage)
+                self.events.extend(part.events)
+                unreported.difference_update(r.index for r in part.results)
+                self.parts.put_nowait((worker, part.results))
+        except ray_api.exceptions.RayActorError as exc:
+            self.dead.add(worker)
+            lost = WorkerLostError(
+                f"The Ray worker running this row died ({type(exc).__name__}); the row was "
+                "not finished. Rerun it (with checkpoint_dir= set, finished rows are kept).")
+            self.parts.put_nowait((worker, [RowResult(i, error=lost) for i in unreported]))
+        except ray_api.exceptions.RayTaskError as exc:
+            cause = _cause(exc)
+            self.parts.put_nowait((worker, [RowResult(i, error=cause) for i in unreported]))
+        finally:
+            self.parts.put_nowait((worker, None))  # the chunk is over
 
     def _fill(self, rows: Iterator[Row]) -> bool:
         """Submit chunks while a worker has room; False once the rows are exhausted."""
@@ -294,40 +322,26 @@ class _Dispatch:
     async def run(self) -> AsyncIterator[RowResult]:
         rows = iter(self.job.rows)
         more = True
+        chunks = 0
         try:
             while True:
                 if more:
+                    before = sum(self.load)
                     more = self._fill(rows)
-                if not self.pending:
+                    chunks += sum(self.load) - before
+                if chunks == 0 and not more:
                     return
-                done, _ = await asyncio.wait(self.pending, return_when=asyncio.FIRST_COMPLETED)
-                for future in done:
-                    worker, chunk, _ = self.pending.pop(future)
+                worker, results = await self.parts.get()
+                if results is None:
                     self.load[worker] -= 1
-                    for result in self._results(future, worker, chunk):
-                        yield result
+                    chunks -= 1
+                    continue
+                for result in results:
+                    yield result
         finally:
-            for future, (_, _, ref) in self.pending.items():
-                ray_api.cancel(ref)
-                future.cancel()
-            self.pending.clear()
-
-    def _results(self, future: asyncio.Future[Any], worker: int,
-                 chunk: list[Row]) -> list[RowResult]:
-        try:
-            outcome: ChunkResult = future.result()
-        except ray_api.exceptions.RayActorError as exc:
-            self.dead.add(worker)
-            lost = WorkerLostError(
-                f"The Ray worker running this row died ({type(exc).__name__}); the row was "
-                "not finished. Rerun it (with checkpoint_dir= set, finished rows are kept).")
-            return [RowResult(index, error=lost) for index, _, _ in chunk]
-        except ray_api.exceptions.RayTaskError as exc:
-            cause = _cause(exc)
-            return [RowResult(index, error=cause) for index, _, _ in chunk]
-        hook = self.job.on_node
-        if hook is not None:
-            for row, node_id, value, usage in outcome.nodes:
-                hook(row, node_id, value, usage)
-        self.events.extend(outcome.events)
-        return outcome.results
+            for task, stream in self.streams.items():
+                if not task.done():
+                    ray_api.cancel(stream)
+                    task.cancel()
+            if self.streams:
+                await asyncio.gather(*self.streams, return_exceptions=True)

@@ -12,9 +12,10 @@ with it (or with ``ray.shutdown()``); ``shutdown_workers()`` ends them earlier.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
@@ -152,18 +153,33 @@ class RowWorker:
 
     async def run_chunk(self, job_id: str, rows: Sequence[Row],
                         presets: Mapping[int, Mapping[str, Any]], want_nodes: bool
-                        ) -> ChunkResult:
-        """Run ``rows`` of a loaded job; row failures are in the results, never raised."""
+                        ) -> AsyncIterator[ChunkResult]:
+        """Run ``rows`` of a loaded job, yielding the rows finished since the last yield.
+
+        A Ray streaming generator: a finished row is not held back by a slow row of the same
+        chunk, and under load rows that finish together travel together. Row failures are in
+        the results, never raised; cancelling the generator cancels the unfinished rows.
+        """
         job = self._jobs[job_id]
         nodes: list[NodeRecord] = []
 
         def keep(row: int, node_id: str, value: Any, usage: Any) -> None:
             nodes.append((row, node_id, value, usage))
 
-        results = await job.runtime.run_rows(rows, presets=presets,
-                                             on_node=keep if want_nodes else None)
-        events = job.collector.drain() if job.collector is not None else []
-        return ChunkResult(results, nodes, events)
+        hook = keep if want_nodes else None
+        running = {asyncio.create_task(job.runtime.run_row(r, preset=presets.get(r[0]),
+                                                           on_node=hook)) for r in rows}
+        try:
+            while running:
+                done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                events = job.collector.drain() if job.collector is not None else []
+                yield ChunkResult([t.result() for t in done], nodes.copy(), events)
+                nodes.clear()
+        finally:
+            for task in running:
+                task.cancel()
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
 
     async def unload(self, job_id: str) -> dict[str, dict[str, Any]]:
         """Close the job's clients; return its per-alias stats (empty if never loaded)."""

@@ -318,9 +318,12 @@ class LeasedPermitSource:
             await self._wait_for_wake(self._heartbeat)
             woken = self._wake.is_set()
             self._wake.clear()
-            if not (woken or self._in_use or self._free or self._successes
-                    or self._slot_waiters):
-                continue  # holding and wanting nothing: no lease to keep alive
+            if woken:
+                await asyncio.sleep(0)  # let woken acquirers take what just arrived
+                if not self._sync_needed():
+                    continue
+            elif not (self._in_use or self._free or self._successes or self._slot_waiters):
+                continue  # heartbeat, but holding and wanting nothing: no lease to keep
             try:
                 request = self._build_request()
                 grant = await self._lease_patiently(request)
@@ -358,7 +361,7 @@ class LeasedPermitSource:
             self._next_idle_check = now + self._heartbeat
         starving = bool(self._slot_waiters) or self._rate_waiters > 0
         successes, self._successes = self._successes, 0
-        return LeaseRequest(
+        request = LeaseRequest(
             worker_id=self._worker_id,
             lease_id=self._lease_id,
             held_slots=tuple(self._in_use | set(self._free)),
@@ -371,24 +374,32 @@ class LeasedPermitSource:
             successes=successes,
             max_wait=self._max_wait if starving else 0.0,
         )
+        self._consumed_requests = 0
+        self._consumed_tokens = 0.0
+        return request
 
     def _want_requests(self) -> int:
-        stock = self._requests
+        # Ask for twice what was consumed during the last sync cycle (one round trip):
+        # a starving worker doubles its block each cycle, a steady one gets a refill just
+        # as its stock runs out, an idle one asks for nothing.
+        stock, cycle = self._requests, self._consumed_requests
         if stock is None:
             return 0
-        if self._rate_waiters == 0 and (stock > self._low_water or self._consumed_requests == 0):
+        if self._rate_waiters == 0 and (stock > self._low_water or cycle == 0):
             return 0
-        want = min(self._block_size, max(1, 2 * self._consumed_requests) - max(stock, 0))
-        return max(want, 1 if self._rate_waiters else 0)
+        return min(self._block_size, max(1, 2 * cycle))
 
     def _want_tokens(self) -> float:
-        stock = self._tokens
+        stock, cycle = self._tokens, self._consumed_tokens
         if stock is None:
             return 0.0
-        if self._waiting_tokens == 0 and (stock > self._consumed_tokens
-                                          or self._consumed_tokens == 0):
+        if self._waiting_tokens == 0 and (stock > cycle or cycle == 0):
             return 0.0
-        return max(float(self._waiting_tokens), 2.0 * self._consumed_tokens) - max(stock, 0.0)
+        return max(float(self._waiting_tokens), 2.0 * cycle)
+
+    def _sync_needed(self) -> bool:
+        return bool(self._slot_waiters or self._to_return or self._want_requests()
+                    or self._want_tokens())
 
     async def _lease_patiently(self, request: LeaseRequest) -> LeaseGrant:
         clock = self._clock
@@ -437,8 +448,6 @@ class LeasedPermitSource:
             self._tokens = (self._tokens or 0.0) + grant.tokens
         if grant.requests or grant.tokens:
             self._stock_expires = now + self._stock_ttl
-            self._consumed_requests = 0
-            self._consumed_tokens = 0.0
         if grant.pause_for > 0:
             self._paused_until = max(self._paused_until, now + grant.pause_for)
         self._stock_changed.set()

@@ -25,9 +25,20 @@ TIMEOUT = 60  # seconds: every wait on Ray is bounded
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_runtime() -> Iterator[None]:
+    # address="local": always a private runtime, never a cluster someone else started.
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def pool(ray_runtime: None) -> list[Any]:
+    return [Worker.remote() for _ in range(3)]
+
+
+def _connect(workers: list[Any], limits: LimiterLimits, namespace: str) -> list[Any]:
+    ray.get([w.connect.remote("fast", limits, namespace) for w in workers], timeout=TIMEOUT)
+    return workers
 
 
 @pytest.fixture
@@ -58,7 +69,8 @@ class Gauge:
 class Worker:
     """A stand-in for a plait worker actor: one LeasedPermitSource per endpoint."""
 
-    def __init__(self, alias: str, limits: LimiterLimits, namespace: str) -> None:
+    async def connect(self, alias: str, limits: LimiterLimits, namespace: str) -> None:
+        """(Re)point this worker at an endpoint; tests reuse workers to save start-ups."""
         self.handle = limiter_for(alias, limits, namespace)
         self.permits = LeasedPermitSource(
             self.handle, alias, max_concurrent=limits.max_concurrent,
@@ -102,59 +114,55 @@ def _stats(alias: str, namespace: str) -> dict[str, Any]:
     return ray.get(handle.stats.remote(), timeout=TIMEOUT)
 
 
-def test_one_limiter_per_alias_even_when_workers_race(namespace: str) -> None:
+def test_one_limiter_per_alias_even_when_workers_race(pool: list[Any], namespace: str) -> None:
     limits = LimiterLimits(max_concurrent=4, rate_limit=None, tokens_per_minute=None)
-    workers = [Worker.remote("fast", limits, namespace) for _ in range(3)]
+    workers = _connect(pool, limits, namespace)  # concurrently, each get-or-creates
     epochs = ray.get([w.epoch.remote() for w in workers], timeout=TIMEOUT)
     assert len(set(epochs)) == 1
     named = [a for a in ray.util.list_named_actors(all_namespaces=True)
              if a["namespace"] == namespace]
     assert named == [{"name": "plait:limits:fast", "namespace": namespace}]
-    for w in workers:
-        ray.kill(w)
 
 
-def test_workers_jointly_never_exceed_max_concurrent(namespace: str) -> None:
+def test_workers_jointly_never_exceed_max_concurrent(pool: list[Any], namespace: str) -> None:
     limits = LimiterLimits(max_concurrent=3, rate_limit=None, tokens_per_minute=None)
     limiter_for("fast", limits, namespace)  # the driver owns the limiter
     gauge = Gauge.remote()
-    workers = [Worker.remote("fast", limits, namespace) for _ in range(3)]
+    workers = _connect(pool, limits, namespace)
     done = ray.get([w.hammer.remote(gauge, 3, 8) for w in workers], timeout=TIMEOUT)
     assert done == [24, 24, 24]
     assert 1 <= ray.get(gauge.get_peak.remote(), timeout=TIMEOUT) <= 3
-    for w in workers:
-        ray.kill(w)
 
 
-def test_a_killed_workers_slots_come_back_after_the_lease_ttl(namespace: str) -> None:
+def test_a_killed_workers_slots_come_back_after_the_lease_ttl(pool: list[Any],
+                                                              namespace: str) -> None:
     limits = LimiterLimits(max_concurrent=2, rate_limit=None, tokens_per_minute=None,
                            lease_ttl=1.0)
     limiter_for("fast", limits, namespace)
-    doomed, survivor = (Worker.remote("fast", limits, namespace) for _ in range(2))
+    doomed = Worker.remote()
+    survivor, = _connect([*pool[:1], doomed], limits, namespace)[:1]
     assert sorted(ray.get(doomed.hold.remote(2), timeout=TIMEOUT)) == [0, 1]
     ray.kill(doomed)
     assert sorted(ray.get(survivor.hold.remote(2), timeout=TIMEOUT)) == [0, 1]
     assert _stats("fast", namespace)["leases_expired"] >= 1
-    ray.kill(survivor)
 
 
-def test_a_429_on_one_worker_slows_another(namespace: str) -> None:
+def test_a_429_on_one_worker_slows_another(pool: list[Any], namespace: str) -> None:
     limits = LimiterLimits(max_concurrent=None, rate_limit=6000, tokens_per_minute=None)
     limiter_for("fast", limits, namespace)
-    a, b = (Worker.remote("fast", limits, namespace) for _ in range(2))
+    a, b = _connect(pool[:2], limits, namespace)
     ray.get(b.acquire_waits.remote(2), timeout=TIMEOUT)
     ray.get(a.rate_limited.remote(1.5), timeout=TIMEOUT)
     waits = ray.get(b.acquire_waits.remote(12), timeout=TIMEOUT)
     assert max(waits) > 0.5  # b waited out the pause a's 429 put on the whole cluster
     assert _stats("fast", namespace)["rate_per_min"] < 6000
-    for w in (a, b):
-        ray.kill(w)
 
 
-def test_the_limiter_restarts_after_a_crash_and_workers_continue(namespace: str) -> None:
+def test_the_limiter_restarts_after_a_crash_and_workers_continue(pool: list[Any],
+                                                                 namespace: str) -> None:
     limits = LimiterLimits(max_concurrent=2, rate_limit=None, tokens_per_minute=None)
     handle = limiter_for("fast", limits, namespace)
-    worker = Worker.remote("fast", limits, namespace)
+    worker, = _connect(pool[:1], limits, namespace)
     assert len(ray.get(worker.hold.remote(1), timeout=TIMEOUT)) == 1
     before = _stats("fast", namespace)["epoch"]
     ray.kill(handle, no_restart=False)
@@ -162,7 +170,6 @@ def test_the_limiter_restarts_after_a_crash_and_workers_continue(namespace: str)
     assert len(ray.get(worker.hold.remote(1), timeout=TIMEOUT)) == 2
     stats = _stats("fast", namespace)
     assert stats["epoch"] != before and stats["slots_out"] == 2
-    ray.kill(worker)
 
 
 def test_no_api_key_reaches_the_limiter(namespace: str) -> None:
