@@ -103,7 +103,7 @@ def _run_llm_node(base: tuple[Module, ResourceConfig], graph: InferenceGraph, ro
         runtime = WorkerRuntime(
             module, graph, resources, options=RuntimeOptions(max_inflight=1), events=collector,
             permit_factory=leased_factory(namespace) if namespace is not None else None,
-            client_factory=replica_client_factory(namespace))
+            client_factory=replica_client_factory())
         try:
             result = await runtime.run_row(row, preset=preset)
         finally:

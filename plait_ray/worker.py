@@ -128,7 +128,7 @@ class _LoadedJob:
         self.runtime = WorkerRuntime(payload.module, payload.graph, payload.resources,
                                      options=payload.options, events=self.collector,
                                      permit_factory=factory,
-                                     client_factory=replica_client_factory(payload.namespace))
+                                     client_factory=replica_client_factory())
 
 
 class RowWorker:

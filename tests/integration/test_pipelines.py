@@ -732,3 +732,44 @@ def test_parameter_in_a_prompt_follows_value_updates_and_format_specs_hold():
             return [user_text(r.body) for r in server.requests]
 
     assert arun(main()) == [f"Be brief.|{'ab'!r:>8}|ab  |", f"Be thorough.|{'ab'!r:>8}|ab  |"]
+
+
+def test_a_batch_of_rows_traces_once(monkeypatch):
+    from plait.tracing.tracer import Tracer
+
+    traced = []
+    real_trace = Tracer.trace
+
+    def counting(self, num_args, kwarg_names):
+        traced.append(type(self.root).__name__)
+        return real_trace(self, num_args, kwarg_names)
+
+    monkeypatch.setattr(Tracer, "trace", counting)
+
+    async def main():
+        async with LLMServer() as server:
+            pipeline = SummarizeAndAnalyze().bind(
+                resources=server.resource_config({"fast": "m", "smart": "s"}))
+            outputs = await pipeline([f"row {i}" for i in range(25)])
+            await pipeline([f"again {i}" for i in range(5)])  # same structure: cached
+            await pipeline("single")  # same shape as a row: cached too
+            return outputs
+
+    outputs = arun(main())
+    assert outputs[7] == "[s] echo: Analyze this summary:\n[m] echo: row 7"
+    assert traced == ["SummarizeAndAnalyze"]
+
+
+def test_profile_setting_writes_the_default_trace_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+    async def main():
+        async with LLMServer() as server:
+            pipeline = One().bind(resources=server.resource_config({"fast": "m"}), profile=True)
+            await pipeline(["a"])
+            return pipeline.last_run
+
+    report = arun(main())
+    assert report.profile_path is not None and report.profile_path.name == "plait-trace.json"
+    assert (tmp_path / "plait-trace.json").exists()
+    assert report.endpoints["fast"]["requests"] == 1

@@ -110,9 +110,9 @@ DRIVER = textwrap.dedent("""
     summary = run_dataset(Echo(), [{"text": f"t{i}"} for i in range(rows)], out,
                           resources=ResourceConfig.from_dict(json.loads(resources)),
                           rows_per_chunk=20, workers=2, progress=False,
-                          executor_options=%r)
+                          executor_options=OPTIONS)
     print(json.dumps({"rows": summary.rows, "rows_run": summary.rows_run}))
-""" % (WORKER_OPTIONS,))
+""").replace("OPTIONS)", repr(WORKER_OPTIONS) + ")")
 
 
 @pytest.mark.timeout(120)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import pytest
 
@@ -190,3 +191,24 @@ def test_parameter_list_and_dict_feed_state_dict() -> None:
     assert holder.state_dict() == {"plist.0": "a", "plist.1": "b", "pdict.k": "c"}
     assert [p.value for p in plist] == ["a", "b"] and plist[1].value == "b"
     assert list(pdict) == ["k"] and "k" in pdict and dict(pdict.items())["k"].value == "c"
+
+
+def test_a_rejected_assignment_leaves_the_old_child_in_place() -> None:
+    class NoInit(Module):
+        def __init__(self) -> None:
+            pass
+
+    tree = Tree()
+    old = tree.left
+    with pytest.raises(ModuleDefinitionError, match=r"NoInit.__init__ did not call super"):
+        tree.left = NoInit()
+    assert tree.left is old
+    assert [n for n, _ in tree.named_children()] == ["left", "right", "judge"]
+
+
+def test_bind_checks_values_at_once_and_keeps_them_normalized(tmp_path: Path) -> None:
+    module = Tree().bind(checkpoint_dir=str(tmp_path), max_inflight=2)
+    bound = module.__dict__["_bound"]
+    assert bound["checkpoint_dir"] == tmp_path and bound["max_inflight"] == 2
+    with pytest.raises(ConfigError, match="resources must be a ResourceConfig"):
+        Tree().bind(resources=3)
