@@ -62,13 +62,14 @@ def run_pool(alias: str, cfg: TorchEndpointConfig, fn: Any, n: int) -> Any:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=256)
+    ap.add_argument("--tokens", type=int, default=64)
     args = ap.parse_args()
     n = args.requests
     ray.init(address="local", num_cpus=2, num_gpus=1, namespace="plait-bench")
     try:
-        batched = run_pool("bench-b32", config(TINY, 32, 16), burst, n)
-        single = run_pool("bench-b1", config(TINY, 1, 16), burst, n)
-        print(f"throughput tiny_char_lm, {n} requests x 16 tokens, 1 replica (CPU):")
+        batched = run_pool("bench-b32", config(TINY, 32, args.tokens), burst, n)
+        single = run_pool("bench-b1", config(TINY, 1, args.tokens), burst, n)
+        print(f"throughput tiny_char_lm, {n} requests x {args.tokens} tokens, 1 replica (CPU):")
         print(f"  max_batch=32: {n / batched:8.1f} req/s ({batched:.2f}s)")
         print(f"  max_batch=1 : {n / single:8.1f} req/s ({single:.2f}s)")
         print(f"  speedup     : {single / batched:8.1f}x")

@@ -235,6 +235,8 @@ class Module:
     def bind(self, resources: Any = None, **settings: Any) -> Self:
         """Attach resources and execution settings to this module; returns the module.
 
+        Calling ``bind`` again adds to (and overrides) what was bound before.
+
         Args:
             resources: A ``ResourceConfig`` (or a path to its YAML).
             **settings: Any ``ExecutionSettings`` field (``executor``, ``max_inflight``,
@@ -243,7 +245,7 @@ class Module:
         from plait.execution.settings import ExecutionSettings, normalize
 
         ExecutionSettings.check_keys(settings)
-        bound = dict(settings)
+        bound = dict(self.__dict__.get("_bound") or {}) | settings
         if resources is not None:
             bound["resources"] = resources
         # Checked now, so a wrong value fails at bind() rather than at the first call.

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from plait.clients.base import Usage
+from plait.errors import ConfigError
 from plait.execution.contract import Job, Row
 from plait.execution.interpreter import Interpreter
 from plait.execution.results import RowResult
@@ -44,6 +45,11 @@ class LocalExecutor:
     async def execute(self, job: Job) -> AsyncIterator[RowResult]:
         """Yield a RowResult per row as rows finish (see ``Executor``)."""
         settings = job.settings
+        if settings.executor_options:
+            raise ConfigError(
+                f"executor_options {sorted(settings.executor_options)} were given, but the local "
+                "executor takes none. Use executor='ray' for them, or drop executor_options."
+            )
         owned = job.manager is None
         manager = job.manager or ResourceManager(settings.resources, events=job.events)
         try:
