@@ -15,7 +15,6 @@ Two lowerings, chosen per call:
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import itertools
 import math
 import uuid
@@ -30,13 +29,13 @@ from plait.execution.results import RowResult
 from plait.execution.settings import ResolvedSettings
 from plait.graph import InferenceGraph
 from plait_ray._ray_init import ensure_ray, ray_api
+from plait_ray.cluster_resources import hold_cluster_resources
 from plait_ray.lowering import NodeTaskRunner
 from plait_ray.runtime import RuntimeOptions, merge_stats
 from plait_ray.worker import (
     ChunkResult,
     JobPayload,
     WorkerLostError,
-    leased_factory,
     worker_key_hint,
     worker_pool,
 )
@@ -81,19 +80,15 @@ class ChunkPlan:
 
 
 def plan_chunks(settings: ResolvedSettings, graph: InferenceGraph, total: int | None,
-                cluster_cpus: float, *, leased: bool) -> ChunkPlan:
+                cluster_cpus: float) -> ChunkPlan:
     """Choose workers and chunk size for a batch.
 
     Each worker gets ``inflight_limit / workers`` rows in flight, split into at least four
-    chunks so results stream back in small steps. Without cluster-leased permits every worker
-    owns ``1/workers`` of each endpoint's limits, so there are never more workers than the
-    smallest ``max_concurrent``.
+    chunks so results stream back in small steps. Limits are leased from the cluster-wide
+    limiter actors, so the worker count does not change them.
     """
     options = settings.executor_options
     workers = _positive(options, "workers") or max(1, min(int(cluster_cpus), 8))
-    if not leased:
-        caps = [getattr(settings.resources[a], "max_concurrent", None) for a in graph.aliases()]
-        workers = min([workers, *(c for c in caps if c is not None)])
     inflight = settings.inflight_limit()
     if total is not None:
         workers = min(workers, max(1, total))
@@ -159,23 +154,22 @@ class RayExecutor:
             raise ConfigError(f"Unknown executor_options {unknown} for executor 'ray'. "
                               f"Valid: {OPTIONS}.")
         ensure_ray(options)
-        namespace = _limiters(job, options)
-        leased = namespace is not None
+        namespace = hold_cluster_resources(job.settings.resources, job.graph.aliases(), options)
         single = isinstance(job.rows, list) and len(job.rows) == 1  # pyright: ignore[reportUnknownArgumentType]
         if single and options.get("single_call", "tasks") == "tasks":
-            runner = NodeTaskRunner(job, namespace=namespace if leased else None)
+            runner = NodeTaskRunner(job, namespace=namespace)
             try:
                 yield await runner.run()
             finally:
                 self._stats, self._events = runner.stats, runner.events
             return
-        async for result in self._run_chunks(job, namespace if leased else None):
+        async for result in self._run_chunks(job, namespace):
             yield result
 
-    async def _run_chunks(self, job: Job, namespace: str | None) -> AsyncIterator[RowResult]:
+    async def _run_chunks(self, job: Job, namespace: str) -> AsyncIterator[RowResult]:
         total = len(job.rows) if isinstance(job.rows, list) else None  # pyright: ignore[reportUnknownArgumentType]
         cpus = float(ray_api.cluster_resources().get("CPU", 1))
-        plan = plan_chunks(job.settings, job.graph, total, cpus, leased=namespace is not None)
+        plan = plan_chunks(job.settings, job.graph, total, cpus)
         pool = worker_pool(type(job.module).__name__)
         handles = pool.ensure(plan.workers)
         payload = JobPayload(
@@ -192,36 +186,6 @@ class RayExecutor:
         finally:
             parts = await _unload(handles, job_id, pool)
             self._stats = merge_stats(parts)
-
-
-_LIMITERS: dict[tuple[str, str], dict[str, Any]] = {}
-
-
-def _limiters(job: Job, options: Mapping[str, Any]) -> str | None:
-    """Start (once per Ray session) the limiter actors of the job's endpoints.
-
-    Returns their namespace, or None when ``plait_ray.limits`` is unavailable (workers then
-    divide each limit among themselves). The namespace is derived from the limits, so calls
-    with the same limits share limiter actors and a call with other limits gets its own: a
-    limiter keeps the limits it was created with. The driver holds the handles so the actors
-    live as long as it does.
-    """
-    if leased_factory("probe") is None:
-        return None
-    from plait_ray.limits import ensure_limiters
-
-    aliases = sorted(job.graph.aliases())
-    limits = [(a, getattr(job.settings.resources[a], "max_concurrent", None),
-               getattr(job.settings.resources[a], "rate_limit", None),
-               getattr(job.settings.resources[a], "tokens_per_minute", None)) for a in aliases]
-    namespace = str(options.get("limits_namespace") or "plait-limits-" + hashlib.sha256(
-        repr(limits).encode()).hexdigest()[:10])
-    key = (ray_api.get_runtime_context().get_job_id(), namespace)
-    held = _LIMITERS.setdefault(key, {})
-    missing = [a for a in aliases if a not in held]
-    if missing:
-        held.update(ensure_limiters(job.settings.resources, missing, namespace))
-    return namespace
 
 
 async def _load(handles: list[Any], job_id: str, payload_ref: Any) -> None:

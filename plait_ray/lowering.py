@@ -40,9 +40,10 @@ from plait.graph import GraphNode, InferenceGraph, Ref
 from plait.module import Module
 from plait.resources.config import ResourceConfig
 from plait_ray._ray_init import ray_api
+from plait_ray.limits import leased_permit_factory
 from plait_ray.replica_client import replica_client_factory
 from plait_ray.runtime import EventCollector, RuntimeOptions, WorkerRuntime, merge_stats
-from plait_ray.worker import leased_factory, worker_key_hint
+from plait_ray.worker import worker_key_hint
 
 __all__ = ["LLM_TASK_CPUS", "NodeOutcome", "NodeTaskRunner", "fused_subgraph"]
 
@@ -92,7 +93,7 @@ def fused_subgraph(graph: InferenceGraph, node_id: str) -> tuple[InferenceGraph,
 
 
 def _run_llm_node(base: tuple[Module, ResourceConfig], graph: InferenceGraph, row: Row,
-                  names: tuple[str, ...], collect_events: bool, namespace: str | None,
+                  names: tuple[str, ...], collect_events: bool, namespace: str,
                   *upstream: NodeOutcome) -> NodeOutcome:
     """Body of an LLM node task (in a Ray worker process)."""
     module, resources = base
@@ -102,7 +103,7 @@ def _run_llm_node(base: tuple[Module, ResourceConfig], graph: InferenceGraph, ro
     async def run() -> NodeOutcome:
         runtime = WorkerRuntime(
             module, graph, resources, options=RuntimeOptions(max_inflight=1), events=collector,
-            permit_factory=leased_factory(namespace) if namespace is not None else None,
+            permit_factory=leased_permit_factory(namespace),
             client_factory=replica_client_factory())
         try:
             result = await runtime.run_row(row, preset=preset)
@@ -129,11 +130,10 @@ class NodeTaskRunner:
 
     Args:
         job: The job; its ``rows`` hold exactly one row.
-        namespace: Limiter namespace for cluster-leased permits, or None for the endpoint's
-            full limits in each task (the driver bounds concurrency per endpoint).
+        namespace: Namespace of the cluster-wide limiter actors (from the driver).
     """
 
-    def __init__(self, job: Job, *, namespace: str | None = None) -> None:
+    def __init__(self, job: Job, *, namespace: str) -> None:
         self.job = job
         self.namespace = namespace
         self.stats: dict[str, dict[str, Any]] = {}

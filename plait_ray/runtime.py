@@ -25,7 +25,6 @@ from plait.events import Event
 from plait.execution.contract import Row
 from plait.execution.interpreter import Interpreter
 from plait.execution.results import RowResult
-from plait.resources.limiter import LocalPermitSource
 from plait.resources.manager import ClientFactory, PermitFactory, ResourceManager
 from plait.resources.router import PoolRouter
 
@@ -34,8 +33,7 @@ if TYPE_CHECKING:
     from plait.execution.settings import ResolvedSettings
     from plait.graph import InferenceGraph
     from plait.module import Module
-    from plait.resources.config import EndpointConfig, ResourceConfig
-    from plait.resources.permits import PermitSource
+    from plait.resources.config import ResourceConfig
 
 __all__ = [
     "EventCollector",
@@ -43,7 +41,6 @@ __all__ = [
     "RuntimeOptions",
     "UnpicklableError",
     "WorkerRuntime",
-    "divided_permit_factory",
     "merge_stats",
     "portable_error",
 ]
@@ -114,26 +111,6 @@ def portable_error(exc: BaseException) -> BaseException:
     return exc
 
 
-def divided_permit_factory(workers: int, index: int = 0) -> PermitFactory:
-    """In-process permits holding this worker's share of every endpoint's limits.
-
-    Until cluster-leased permits are used, each of ``workers`` runtimes owns ``1/workers`` of
-    each limit, so the limits hold cluster-wide. Concurrency slots are split exactly (worker
-    ``index`` gets one of the remainder slots when they do not divide); callers keep
-    ``workers <= max_concurrent`` so no worker gets zero slots.
-    """
-
-    def factory(alias: str, config: EndpointConfig) -> PermitSource:
-        slots = config.max_concurrent
-        if slots is not None:
-            slots = max(1, slots // workers + (1 if index < slots % workers else 0))
-        rate = None if config.rate_limit is None else config.rate_limit / workers
-        tokens = None if config.tokens_per_minute is None else config.tokens_per_minute / workers
-        return LocalPermitSource(slots, rate, tokens)
-
-    return factory
-
-
 class WorkerRuntime:
     """Runs rows of one pipeline in this process, as ``LocalExecutor`` does in the driver.
 
@@ -144,8 +121,8 @@ class WorkerRuntime:
             in this process (inline keys are never pickled).
         options: Concurrency and recording settings for this runtime.
         events: Event sink (e.g. an ``EventCollector``), or None.
-        permit_factory: Builds each alias's permit source (cluster-leased permits, or
-            ``divided_permit_factory``); None uses the full limits in this process.
+        permit_factory: Builds each alias's permit source (cluster-leased permits from
+            ``plait_ray.limits``); None uses the full limits in this process.
         client_factory: Builds each alias's client (None: plait's default clients).
 
     Example:

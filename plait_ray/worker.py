@@ -13,11 +13,10 @@ with it (or with ``ray.shutdown()``); ``shutdown_workers()`` ends them earlier.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import ray
 
@@ -26,20 +25,19 @@ from plait.events import Event
 from plait.execution.contract import Row
 from plait.execution.results import RowResult
 from plait_ray._ray_init import ray_api
+from plait_ray.limits import leased_permit_factory
 from plait_ray.replica_client import replica_client_factory
 from plait_ray.runtime import (
     EventCollector,
     NodeRecord,
     RuntimeOptions,
     WorkerRuntime,
-    divided_permit_factory,
 )
 
 if TYPE_CHECKING:
     from plait.graph import InferenceGraph
     from plait.module import Module
     from plait.resources.config import ResourceConfig
-    from plait.resources.manager import PermitFactory
 
 __all__ = [
     "WORKER_CPUS",
@@ -48,7 +46,6 @@ __all__ = [
     "RowWorker",
     "WorkerLostError",
     "WorkerPool",
-    "leased_factory",
     "shutdown_workers",
     "worker_key_hint",
     "worker_pool",
@@ -72,8 +69,8 @@ class JobPayload:
         graph: The traced graph.
         resources: The endpoints (pickle without inline API keys).
         options: Per-worker concurrency and recording settings.
-        workers: Workers sharing the job (each owns 1/workers of the limits unless leased).
-        namespace: Limiter namespace for cluster-leased permits, or None to divide limits.
+        workers: Workers sharing the job.
+        namespace: Namespace of the cluster-wide limiter actors to lease permits from.
         collect_events: Ship profiling events back with each chunk.
     """
 
@@ -82,7 +79,7 @@ class JobPayload:
     resources: ResourceConfig
     options: RuntimeOptions
     workers: int
-    namespace: str | None = None
+    namespace: str
     collect_events: bool = False
 
 
@@ -93,18 +90,6 @@ class ChunkResult:
     results: list[RowResult]
     nodes: list[NodeRecord] = field(default_factory=list[NodeRecord])
     events: list[Event] = field(default_factory=list[Event])
-
-
-def leased_factory(namespace: str) -> PermitFactory | None:
-    """Cluster-leased permits from ``plait_ray.limits``, or None while it is unavailable."""
-    try:
-        limits = importlib.import_module("plait_ray.limits")
-    except ImportError:
-        return None
-    make: Any = getattr(limits, "leased_permit_factory", None)
-    if make is None:
-        return None
-    return cast("PermitFactory", make(namespace))
 
 
 def worker_key_hint(exc: BaseException) -> BaseException:
@@ -119,15 +104,10 @@ def worker_key_hint(exc: BaseException) -> BaseException:
 
 class _LoadedJob:
     def __init__(self, payload: JobPayload, index: int) -> None:
-        factory: PermitFactory | None = None
-        if payload.namespace is not None:
-            factory = leased_factory(payload.namespace)
-        if factory is None:
-            factory = divided_permit_factory(payload.workers, index)
         self.collector = EventCollector() if payload.collect_events else None
         self.runtime = WorkerRuntime(payload.module, payload.graph, payload.resources,
                                      options=payload.options, events=self.collector,
-                                     permit_factory=factory,
+                                     permit_factory=leased_permit_factory(payload.namespace),
                                      client_factory=replica_client_factory())
 
 

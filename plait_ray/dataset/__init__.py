@@ -35,6 +35,7 @@ from plait.module import Module
 from plait.profiling.progress import make_progress
 from plait.profiling.trace import TraceProfiler
 from plait_ray._ray_init import ensure_ray
+from plait_ray.cluster_resources import hold_cluster_resources
 from plait_ray.dataset._driver import Fleet, WorkersLostError, drive
 from plait_ray.dataset._sources import RayDataSource, open_ray_source
 from plait_ray.dataset._worker import ChunkDone, DatasetPayload
@@ -45,7 +46,7 @@ __all__ = ["DatasetSummary", "RayDataSource", "WorkersLostError", "read_output",
 _OPTIONS = {
     "address", "namespace", "runtime_env", "num_cpus",  # ray.init (see _ray_init)
     "worker_num_cpus", "worker_resources", "scheduling_strategy", "env_vars",
-    "max_chunks_in_flight", "limiter_namespace", "metrics", "worker_start_timeout_s",
+    "max_chunks_in_flight", "limits_namespace", "metrics", "worker_start_timeout_s",
     "max_inflight", "max_concurrent",
 }
 
@@ -84,7 +85,7 @@ def run_dataset(
         executor_options: ``address``/``namespace``/``runtime_env``/``num_cpus`` for
             ``ray.init``; ``worker_num_cpus`` (0.1), ``worker_resources``,
             ``scheduling_strategy`` ("SPREAD"), ``env_vars`` (for the workers, e.g. key
-            variables), ``max_chunks_in_flight`` (2 per worker), ``limiter_namespace``,
+            variables), ``max_chunks_in_flight`` (2 per worker), ``limits_namespace``,
             ``metrics`` (True), ``worker_start_timeout_s`` (120), ``max_inflight``,
             ``max_concurrent``.
 
@@ -129,7 +130,8 @@ def run_dataset(
     payload = DatasetPayload(
         module=pipeline, graph=graph, resources=settings.resources, mapping=mapping,
         output=out.path, options=RuntimeOptions.from_settings(settings, workers=count),
-        workers=count, limiter_namespace=options.get("limiter_namespace"),
+        workers=count,
+        namespace=hold_cluster_resources(settings.resources, graph.aliases(), options),
         metrics=bool(options.get("metrics", True)), collect_events=profile is not None,
     )
     payload_ref: Any = ray.put(payload)  # pyright: ignore[reportUnknownMemberType]

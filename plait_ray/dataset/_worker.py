@@ -15,15 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 from plait.events import Event, EventSink
 from plait.io import Chunk, ChunkStats, ColumnMap, OutputDir, chunk_result, chunk_rows
+from plait_ray.limits import leased_permit_factory
 from plait_ray.metrics import RayMetricsSink
-from plait_ray.runtime import EventCollector, RuntimeOptions, WorkerRuntime, divided_permit_factory
-from plait_ray.worker import leased_factory
+from plait_ray.replica_client import replica_client_factory
+from plait_ray.runtime import EventCollector, RuntimeOptions, WorkerRuntime
 
 if TYPE_CHECKING:
     from plait.graph import InferenceGraph
     from plait.module import Module
     from plait.resources.config import ResourceConfig
-    from plait.resources.manager import PermitFactory
 
 __all__ = ["ChunkDone", "DatasetPayload", "DatasetWorker"]
 
@@ -47,8 +47,8 @@ class DatasetPayload:
         mapping: forward() argument -> source column.
         output: The output directory (shared storage all workers can write).
         options: Per-worker concurrency settings.
-        workers: Workers in the run (each owns 1/workers of the limits unless leased).
-        limiter_namespace: Namespace of the cluster-wide limiter actors, or None.
+        workers: Workers in the run.
+        namespace: Namespace of the cluster-wide limiter actors (from the driver).
         metrics: Export Ray metrics from the workers.
         collect_events: Ship each chunk's events back (for a Chrome trace).
     """
@@ -60,7 +60,7 @@ class DatasetPayload:
     output: Path
     options: RuntimeOptions
     workers: int
-    limiter_namespace: str | None = None
+    namespace: str = "plait"
     metrics: bool = True
     collect_events: bool = False
 
@@ -69,17 +69,13 @@ class DatasetWorker:
     """The body of a dataset worker actor (an async actor: chunks overlap in one loop)."""
 
     def __init__(self, payload: DatasetPayload, index: int) -> None:
-        factory: PermitFactory | None = None
-        if payload.limiter_namespace is not None:
-            factory = leased_factory(payload.limiter_namespace)
-        if factory is None:
-            factory = divided_permit_factory(payload.workers, index)
         self._metrics = (RayMetricsSink(type(payload.module).__name__)
                          if payload.metrics else None)
         self._collector = EventCollector() if payload.collect_events else None
         self._runtime = WorkerRuntime(payload.module, payload.graph, payload.resources,
                                       options=payload.options, events=self._sink(),
-                                      permit_factory=factory)
+                                      permit_factory=leased_permit_factory(payload.namespace),
+                                      client_factory=replica_client_factory())
         self._mapping = payload.mapping
         self._out = OutputDir(payload.output)
 
