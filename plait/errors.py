@@ -21,7 +21,19 @@ PlaitError
 ├── NodeExecutionError          a node failed; names node, module path, alias, source line
 ├── BatchError                  some rows of a batch failed; carries every failure + outputs
 ├── CheckpointError             a checkpoint does not match or cannot be read
-└── BatchingError               micro-batcher misuse (queue full, wrong output count)
+├── BatchingError               micro-batcher misuse (plait.batching)
+│   ├── QueueFullError          backpressure="drop" and the queue is full
+│   ├── ExecutorOutputError     a batch executor returned the wrong number of outputs
+│   └── BatcherClosedError      submitting to a closed batcher
+└── OptimizationError           backward passes and optimizer steps (plait.optim)
+    ├── BackwardError           backward() on an output that cannot carry feedback
+    └── JudgeReplyError         an LLM judge replied something unparseable
+
+plait_ray adds: WorkerLostError (a Ray worker died), RayConnectionError (Ray unreachable),
+LimiterUnavailableError (an endpoint's limiter actor is gone), UnpicklableError (a row error
+that cannot cross processes, kept as type name and message), ReplicaUnavailableError (an
+APIConnectionError: a local-model replica died; retried), JobError / JobSubmissionError /
+JobFailedError / JobTimeoutError (Ray Jobs).
 ```
 """
 

@@ -1,8 +1,10 @@
 """``RayReplicaClient``: the ``LLMClient`` Ray workers use for local-model aliases.
 
 Hosted aliases keep plait's HTTP clients (the worker makes the call itself); local aliases
-send each request to the alias's replica actors, where the model runs on its GPU. Wire it
-in by giving ``WorkerRuntime``/``ResourceManager`` the factory::
+send their requests to the alias's replica actors, where the model runs on its GPU. The
+worker's concurrent requests for an alias travel together: one actor call per micro-batch
+(see ``ReplicaPool``). Wire it in by giving ``WorkerRuntime``/``ResourceManager`` the
+factory::
 
     ResourceManager(resources, client_factory=replica_client_factory(namespace))
 """
@@ -21,10 +23,11 @@ __all__ = ["RayReplicaClient", "replica_client_factory"]
 
 
 class RayReplicaClient:
-    """Sends requests to the replica actors of one local alias (least-loaded first).
+    """Sends requests to the replica actors of one local alias (batched, least-loaded first).
 
-    It never retries: a dead replica raises the retryable ``ReplicaUnavailableError`` and
-    the endpoint pool retries, within the alias's ``max_retries``.
+    It never retries: a dead replica fails each request of its micro-batch with the
+    retryable ``ReplicaUnavailableError`` and the endpoint pool retries each, within the
+    alias's ``max_retries``.
 
     Args:
         pool: The alias's replicas.
@@ -38,7 +41,8 @@ class RayReplicaClient:
         return await self.pool.call(request, timeout=timeout)
 
     async def aclose(self) -> None:
-        """Nothing to close: the replicas are shared by every worker and outlive it."""
+        """Send requests already submitted; the replicas are shared and outlive this client."""
+        await self.pool.aclose()
 
 
 def replica_client_factory(

@@ -11,10 +11,17 @@ Every worker of a job shares the replicas: actors are found (or created) by name
 driver should create them first (``ensure_replica_pools``): a non-detached actor shares
 the fate of the process that created it.
 
-Failure handling: Ray restarts a replica that died up to ``max_restarts`` times; a call
-in flight on a dying replica fails with ``ReplicaUnavailableError`` (a retryable
-``APIConnectionError``), so the ``EndpointPool`` retries it, and the pool looks the actor up
-again by name, creating a fresh one when the old one is gone for good.
+Batching happens twice. A Ray actor call costs milliseconds of caller CPU, so one call per
+request would cap throughput whatever the model does: each process's ``ReplicaPool``
+collects its concurrent requests in a micro-batcher (a short window, ``caller_wait_ms``)
+and sends one ``generate_many`` call per micro-batch to the least-loaded replica, which
+batches again across every process that calls it.
+
+Failure handling: Ray restarts a replica that died up to ``max_restarts`` times; every
+request of a micro-batch in flight on a dying replica fails with its own
+``ReplicaUnavailableError`` (a retryable ``APIConnectionError``), so the ``EndpointPool``
+retries each one, and the pool looks the actor up again by name, creating a fresh one when
+the old one is gone for good. A replica's own errors (e.g. ``ServerError``) map per request.
 """
 
 from __future__ import annotations
@@ -22,13 +29,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 from ray.actor import ActorHandle
 from ray.exceptions import RayActorError
 
+from plait.batching import AsyncBatcher
 from plait.clients.base import LLMRequest, LLMResponse
 from plait.errors import APIConnectionError, APITimeoutError, PlaitError, ServerError
 from plait.local_models.config import LocalModelConfig
@@ -48,6 +56,11 @@ __all__ = [
 
 #: Ray namespace of the replica actors (the same default as the limiter actors).
 DEFAULT_NAMESPACE = "plait"
+#: How long a caller's first request waits for company before its micro-batch is sent.
+#: Short: the replica batches again, so this only has to catch requests issued together.
+DEFAULT_CALLER_WAIT_MS = 1.0
+
+Outcome = LLMResponse | PlaitError
 
 
 class ReplicaUnavailableError(APIConnectionError):
@@ -66,8 +79,9 @@ class ReplicaInfo:
         gpu_ids: ``ray_api.get_gpu_ids()`` inside the replica.
         cuda_visible_devices: Its ``CUDA_VISIBLE_DEVICES`` (None when unset).
         loaded: Whether the model is in memory.
-        batches: Generate calls so far.
+        batches: Model batches so far.
         items: Requests answered so far.
+        calls: Actor calls that brought requests (one per caller micro-batch).
     """
 
     alias: str
@@ -79,6 +93,7 @@ class ReplicaInfo:
     loaded: bool
     batches: int
     items: int
+    calls: int = 0
 
 
 def replica_name(alias: str, index: int) -> str:
@@ -96,6 +111,7 @@ class ReplicaActor:
         self._alias = alias
         self._index = index
         self._runner = LocalModelRunner(config, alias)
+        self._calls = 0
 
     async def ready(self) -> ReplicaInfo | PlaitError:
         """Load the model (once) and report where this replica runs."""
@@ -111,10 +127,32 @@ class ReplicaActor:
         plait errors are returned, not raised, so they reach the caller as themselves
         (with ``retryable`` and ``status``) rather than wrapped in a Ray task error.
         """
+        self._calls += 1
+        return await self._generate(request)
+
+    async def _generate(self, request: LLMRequest) -> Outcome:
         try:
             return await self._runner.generate(request)
         except PlaitError as exc:
             return exc
+
+    async def generate_many(self, requests: list[LLMRequest]) -> list[Outcome]:
+        """Answer one caller's micro-batch: one outcome per request, in order.
+
+        Each request joins this replica's batcher on its own, so micro-batches from several
+        callers still share a model call; a failure is that request's error only.
+        """
+        self._calls += 1
+        return list(await asyncio.gather(*(self._answer(r) for r in requests)))
+
+    async def _answer(self, request: LLMRequest) -> Outcome:
+        try:
+            return await self._generate(request)
+        except Exception as exc:  # a bug, not a plait error: fail this request, not its batch
+            return ServerError(
+                f"Replica {self._index} of local model alias '{self._alias}' failed on a "
+                f"request: {type(exc).__name__}: {exc}. Retried within max_retries.",
+                alias=self._alias)
 
     def info(self) -> ReplicaInfo:
         """Placement (node, GPUs) and counters of this replica."""
@@ -130,24 +168,37 @@ class ReplicaActor:
             loaded=self._runner.loaded,
             batches=stats.batches,
             items=stats.items,
+            calls=self._calls,
         )
 
 
 _RemoteReplica: Any = ray_api.remote(ReplicaActor)
 _Handle = ActorHandle[Any]
+#: Collects (request, timeout) pairs of one process into micro-batches of actor calls.
+_CallerBatcher = AsyncBatcher[tuple[LLMRequest, float], Outcome]
+
+
+def _chained(error: PlaitError, cause: BaseException) -> PlaitError:
+    # Each request gets its own error object (raised in its own task), chained to the cause.
+    error.__cause__ = cause
+    return error
 
 
 class ReplicaPool:
-    """The replicas of one local alias, as seen from one process: routing and recovery.
+    """The replicas of one local alias, as seen from one process: batching, routing, recovery.
 
-    Routes each request to the replica with the fewest requests in flight from this
-    process (ties rotate), which spreads load without asking the replicas.
+    Concurrent ``call``s are collected into micro-batches (up to the config's ``max_batch``,
+    for at most ``caller_wait_ms``); each micro-batch is spread over the replicas by items
+    in flight from this process, fewest first (ties rotate), and each replica that gets
+    some receives them in one ``generate_many`` actor call.
 
     Args:
         alias: The endpoint alias.
-        config: The local-model config (replica count, GPUs, restarts).
+        config: The local-model config (replica count, GPUs, restarts, ``max_batch``).
         namespace: Ray namespace of the actors; ``DEFAULT_NAMESPACE`` if None.
         detached: Keep the actors after the creating job ends (then ``kill()`` them).
+        caller_wait_ms: How long a request waits here for others to share its actor call.
+        caller_max_batch: The most requests per actor call; None uses ``config.max_batch``.
 
     Example:
         >>> pool = ReplicaPool("local", TorchEndpointConfig(
@@ -157,15 +208,20 @@ class ReplicaPool:
     """
 
     def __init__(self, alias: str, config: LocalModelConfig, namespace: str | None = None,
-                 *, detached: bool = False) -> None:
+                 *, detached: bool = False,
+                 caller_wait_ms: float = DEFAULT_CALLER_WAIT_MS,
+                 caller_max_batch: int | None = None) -> None:
         self.alias = alias
         self.config = config
         self.namespace = namespace or DEFAULT_NAMESPACE
         self._detached = detached
+        self._caller_wait_ms = caller_wait_ms
+        self._caller_max_batch = caller_max_batch or config.max_batch
         self._handles: list[_Handle | None] = [None] * config.replicas
         self._loaded: list[bool] = [False] * config.replicas
         self.inflight: list[int] = [0] * config.replicas
         self._turn = itertools.count()
+        self._batchers: dict[asyncio.AbstractEventLoop, _CallerBatcher] = {}
 
     def handle(self, index: int) -> _Handle:
         """Replica ``index``'s actor, found by name or created."""
@@ -190,15 +246,28 @@ class ReplicaPool:
 
     def pick(self) -> int:
         """The replica to use next: fewest in flight, ties rotating."""
+        return self.spread(1)[0]
+
+    def spread(self, count: int) -> list[int]:
+        """Replicas for ``count`` new items, one each, filling the least loaded first.
+
+        Load is this process's items in flight plus the items placed before; ties rotate.
+        """
         n = len(self.inflight)
         start = next(self._turn) % n
         order = [(start + k) % n for k in range(n)]
-        return min(order, key=lambda i: self.inflight[i])
+        load = list(self.inflight)
+        placed: list[int] = []
+        for _ in range(count):
+            index = min(order, key=lambda i: load[i])
+            load[index] += 1
+            placed.append(index)
+        return placed
 
     async def call(self, request: LLMRequest, *, timeout: float) -> LLMResponse:
-        """Send one request to the least-loaded replica.
+        """Answer one request on a replica, batched with this process's concurrent calls.
 
-        ``timeout`` starts once the replica's model is loaded.
+        ``timeout`` covers the actor call and starts once the replica's model is loaded.
 
         Raises:
             ReplicaUnavailableError: The replica died or is restarting (retryable).
@@ -206,32 +275,70 @@ class ReplicaPool:
             LLMError: The replica's own error (e.g. ``ServerError`` from generation).
             ConfigError: The model cannot be loaded.
         """
-        index = self.pick()
-        self.inflight[index] += 1
+        outcome = await self._caller_batcher().submit((request, timeout))
+        if isinstance(outcome, PlaitError):
+            raise outcome
+        return outcome
+
+    def _caller_batcher(self) -> _CallerBatcher:
+        # One batcher per event loop: callers may come from several loops (one asyncio.run
+        # per Ray task, possibly in threads), and a batcher lives on one loop.
+        loop = asyncio.get_running_loop()
+        batcher = self._batchers.get(loop)
+        if batcher is None:
+            for closed in [other for other in self._batchers if other.is_closed()]:
+                del self._batchers[closed]
+            batcher = self._batchers[loop] = _CallerBatcher(
+                max_batch=self._caller_max_batch, max_wait_ms=self._caller_wait_ms,
+                executor=self._send, max_concurrent_batches=None)
+        return batcher
+
+    async def _send(self, items: list[tuple[LLMRequest, float]]) -> list[Outcome]:
+        # The batcher's executor: one generate_many per replica that gets part of the batch.
+        placed = self.spread(len(items))
+        groups: dict[int, list[int]] = {}
+        for position, index in enumerate(placed):
+            groups.setdefault(index, []).append(position)
+        timeout = max(t for _, t in items)
+        results = await asyncio.gather(*(
+            self._generate_on(index, [items[p][0] for p in positions], timeout)
+            for index, positions in groups.items()))
+        outcomes: list[Outcome | None] = [None] * len(items)
+        for positions, answers in zip(groups.values(), results, strict=True):
+            for position, answer in zip(positions, answers, strict=True):
+                outcomes[position] = answer
+        return cast(list[Outcome], outcomes)
+
+    async def _generate_on(self, index: int, requests: Sequence[LLMRequest],
+                           timeout: float) -> Sequence[Outcome]:
+        self.inflight[index] += len(requests)
         try:
             handle = self.handle(index)
             try:
                 await self._wait_loaded(index, handle)
-                ref: Any = handle.generate.remote(request)
+                ref: Any = handle.generate_many.remote(list(requests))
                 try:
-                    result = await asyncio.wait_for(ref, timeout)
+                    return cast(list[Outcome], await asyncio.wait_for(ref, timeout))
                 except TimeoutError as exc:
                     ray_api.cancel(ref)
-                    raise APITimeoutError(
+                    return [_chained(APITimeoutError(
                         f"Replica {index} of local model alias '{self.alias}' gave no reply "
                         f"within {timeout}s. Raise the endpoint's timeout, add replicas, or "
-                        "lower max_concurrent.", alias=self.alias) from exc
+                        "lower max_concurrent.", alias=self.alias), exc) for _ in requests]
             except RayActorError as exc:
                 self._forget(index, handle)
-                raise ReplicaUnavailableError(
+                return [_chained(ReplicaUnavailableError(
                     f"Replica {index} of local model alias '{self.alias}' died or is "
                     f"restarting ({type(exc).__name__}); the request is retried.",
-                    alias=self.alias) from exc
+                    alias=self.alias), exc) for _ in requests]
         finally:
-            self.inflight[index] -= 1
-        if isinstance(result, PlaitError):
-            raise result
-        return cast(LLMResponse, result)
+            self.inflight[index] -= len(requests)
+
+    async def aclose(self) -> None:
+        """Send what this event loop's callers already submitted; the replicas live on."""
+        batcher = self._batchers.pop(asyncio.get_running_loop(), None)
+        if batcher is not None:
+            await batcher.close()
 
     async def _wait_loaded(self, index: int, handle: _Handle) -> None:
         # Loading is not part of a request's timeout. A flag, not a shared future: callers

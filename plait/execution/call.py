@@ -16,6 +16,7 @@ from plait.execution.inputs import CallInputs, split_inputs
 from plait.execution.report import RunObserver
 from plait.execution.results import BatchResult, RowResult
 from plait.execution.settings import ExecutionSettings, ResolvedSettings, resolve_settings
+from plait.execution.shared import loop_manager
 from plait.graph import InferenceGraph
 from plait.module import Module
 
@@ -132,9 +133,12 @@ async def _results(prepared: _Prepared) -> AsyncGenerator[RowResult, None]:
     observer = RunObserver(prepared.module, settings, prepared.inputs.total,
                            shared=shared if shared is not None and shared.owns(settings) else None,
                            batch=prepared.inputs.is_batch)
+    manager = observer.manager
+    if manager is None and getattr(executor, "name", None) == "local":
+        manager = await loop_manager(settings.resources)  # warm connections across calls
     job = Job(module=prepared.module, graph=prepared.graph, rows=prepared.inputs.rows,
               settings=settings, events=observer.events, record=prepared.module.training,
-              manager=observer.manager)
+              manager=manager)
     started = time.perf_counter()
     checkpoint = observer.open_checkpoint(prepared.graph, prepared.inputs, job)
     try:

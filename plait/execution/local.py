@@ -17,6 +17,7 @@ from plait.execution.results import RowResult
 from plait.execution.shared import CALL_EVENTS
 from plait.resources.manager import ResourceManager
 from plait.resources.router import PoolRouter
+from plait.resources.stats import CALL_STATS, EndpointStats
 
 __all__ = ["LocalExecutor"]
 
@@ -37,6 +38,7 @@ class LocalExecutor:
 
     def __init__(self) -> None:
         self._stats: dict[str, dict[str, Any]] = {}
+        self._call_stats: dict[str, EndpointStats] = {}
 
     def endpoint_stats(self) -> dict[str, dict[str, Any]]:
         """Per-alias statistics of the last job."""
@@ -56,23 +58,28 @@ class LocalExecutor:
             await manager.start(sorted(job.graph.aliases()))
             interp = Interpreter(job.graph, job.module, PoolRouter(manager), events=job.events,
                                  max_concurrent=settings.max_concurrent)
-            async for result in _pipeline_rows(job, interp, settings.inflight_limit()):
+            self._call_stats = {}
+            async for result in _pipeline_rows(job, interp, settings.inflight_limit(),
+                                               self._call_stats):
                 yield result
         finally:
-            self._stats = manager.stats()
+            self._stats = {alias: s.to_dict() for alias, s in self._call_stats.items()}
             if owned:
                 await manager.aclose()
 
 
-async def _pipeline_rows(job: Job, interp: Interpreter, limit: int) -> AsyncIterator[RowResult]:
+async def _pipeline_rows(job: Job, interp: Interpreter, limit: int,
+                         call_stats: dict[str, EndpointStats]) -> AsyncIterator[RowResult]:
     finished: deque[RowResult] = deque()
     wake = asyncio.Event()
     running: set[asyncio.Task[None]] = set()
     rows = iter(job.rows)
     exhausted = False
-    # Row tasks carry the call's event sink, so a shared manager's pools report to this call.
+    # Row tasks carry the call's event sink and counters, so a shared manager's pools report
+    # to this call.
     context = contextvars.copy_context()
     context.run(CALL_EVENTS.set, job.events)
+    context.run(CALL_STATS.set, call_stats)
 
     async def run_one(row: Row) -> None:
         index, args, kwargs = row

@@ -1,18 +1,30 @@
-"""The resource manager shared by every call inside one ``ExecutionSettings`` block."""
+"""Resource managers that outlive one call: per ``ExecutionSettings`` block, and per loop.
+
+Calls inside an ``ExecutionSettings`` block share that block's manager (closed when the block
+ends). Other calls share a manager per event loop and ``ResourceConfig`` object, so a second
+``await pipeline(x)`` reuses the first one's connections (no new TCP/TLS handshake) and its
+limiters; it is closed when the loop shuts down (``asyncio.run`` finalises async generators)
+or, for plait's own ``run_sync`` loop, at interpreter exit. Each call still gets its own
+events and counters (``CALL_EVENTS``, ``CALL_STATS``).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextvars
+import weakref
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from plait.events import Event, EventSink
+from plait.resources.config import ResourceConfig
 from plait.resources.manager import ResourceManager
 
 if TYPE_CHECKING:
     from plait.execution.settings import ExecutionSettings, ResolvedSettings
 
-__all__ = ["CALL_EVENTS", "SharedRuntime", "route_call_events"]
+__all__ = ["CALL_EVENTS", "SharedRuntime", "loop_manager", "route_call_events"]
 
 CALL_EVENTS: contextvars.ContextVar[EventSink | None] = contextvars.ContextVar(
     "plait_call_events", default=None
@@ -71,3 +83,59 @@ class SharedRuntime:
             if not loop.is_closed() and loop.is_running():
                 asyncio.run_coroutine_threadsafe(manager.aclose(), loop).result(timeout=30)
         self._managers.clear()
+
+
+class _LoopManagers:
+    """The managers of one event loop, closed when the loop finalises its async generators."""
+
+    def __init__(self) -> None:
+        self.managers: list[tuple[ResourceConfig, ResourceManager]] = []
+        self.closer: AsyncIterator[None] | None = None
+
+    async def close_all(self) -> None:
+        managers, self.managers = self.managers, []
+        for _, manager in managers:
+            await manager.aclose()
+
+
+_BY_LOOP: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopManagers] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def _close_at_loop_shutdown(entry: _LoopManagers) -> AsyncIterator[None]:
+    # Suspended here for the loop's lifetime; asyncio.run() calls aclose() on every live
+    # async generator before closing the loop, which runs the finally clause.
+    try:
+        yield
+    finally:
+        await entry.close_all()
+
+
+async def loop_manager(resources: ResourceConfig) -> ResourceManager:
+    """The running loop's manager for ``resources`` (the same object), created on first use."""
+    loop = asyncio.get_running_loop()
+    entry = _BY_LOOP.get(loop)
+    if entry is None:
+        entry = _BY_LOOP[loop] = _LoopManagers()
+        closer = _close_at_loop_shutdown(entry)
+        await closer.__anext__()  # registers it with the loop's async-generator hooks
+        entry.closer = closer
+    for known, manager in entry.managers:
+        if known is resources:
+            return manager
+    manager = ResourceManager(resources, events=route_call_events)
+    entry.managers.append((resources, manager))
+    return manager
+
+
+@atexit.register
+def _close_running_loops() -> None:
+    # Loops that never shut down (plait's run_sync loop thread) are closed here, bounded.
+    for loop, entry in list(_BY_LOOP.items()):
+        if loop.is_running() and not loop.is_closed() and entry.managers:
+            future = asyncio.run_coroutine_threadsafe(entry.close_all(), loop)
+            try:
+                future.result(timeout=5)
+            except Exception:  # exiting anyway; nothing to report to
+                pass

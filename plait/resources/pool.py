@@ -29,7 +29,7 @@ from plait.events import Event, EventKind, EventSink
 from plait.resources.clock import Clock, MonotonicClock
 from plait.resources.config import EndpointConfig
 from plait.resources.permits import Permit, PermitSource
-from plait.resources.stats import EndpointStats
+from plait.resources.stats import CALL_STATS, EndpointStats
 
 __all__ = ["EndpointPool", "backoff_delay", "estimate_tokens"]
 
@@ -129,13 +129,14 @@ class EndpointPool:
                 retry budget is spent.
         """
         tokens = estimate_tokens(request)
+        stats = self._stats_for_call()
         retries = limited = 0
         first_429: float | None = None
         while True:
             permit = await self.permits.acquire(tokens)
             if self._events is not None:
                 self._emit_waits(permit, node_id, row)
-            outcome = await self._attempt(request, permit, node_id, row, validate)
+            outcome = await self._attempt(request, permit, node_id, row, validate, stats)
             if not isinstance(outcome, LLMError):
                 return outcome
             error = outcome
@@ -144,7 +145,7 @@ class EndpointPool:
                 error.alias = self.alias
             attempts = retries + limited + 1
             if not error.retryable:
-                raise self._give_up(error, attempts, "it is not retryable")
+                raise self._give_up(error, attempts, "it is not retryable", stats)
             if isinstance(error, RateLimitError):
                 self.permits.on_rate_limited(error.retry_after)
                 self._instant("rate_limited", node_id, row, retry_after=error.retry_after)
@@ -152,15 +153,17 @@ class EndpointPool:
                 limited += 1
                 if (limited > self._rate_limit_retries
                         or now - first_429 > self._rate_limit_patience):
-                    raise self._give_up(error, attempts, "the 429 budget is spent")
+                    raise self._give_up(error, attempts, "the 429 budget is spent", stats)
                 delay = 0.0  # the permit source paces the retry
             else:
                 if retries >= self.config.max_retries:
-                    raise self._give_up(error, attempts, f"max_retries={self.config.max_retries}")
+                    raise self._give_up(error, attempts, f"max_retries={self.config.max_retries}",
+                                        stats)
                 delay = (error.retry_after if error.retry_after is not None
                          else backoff_delay(retries, self._rng))
                 retries += 1
-            self.stats.retries += 1
+            for s in stats:
+                s.retries += 1
             self._instant("retry", node_id, row, status=error.status, delay=delay,
                           error=type(error).__name__)
             if delay > 0:
@@ -173,15 +176,18 @@ class EndpointPool:
         node_id: str | None,
         row: int | None,
         validate: Callable[[LLMResponse], T] | None,
+        stats: tuple[EndpointStats, ...],
     ) -> tuple[LLMResponse, T | None] | LLMError:
         clock = self._clock
-        self.stats.requests += 1
+        for s in stats:
+            s.requests += 1
         start = clock.now()
         try:
             response = await self.client.complete(request, timeout=self.config.timeout)
         except LLMError as exc:
             self.permits.release(permit, used_tokens=None)
-            self.stats.record_error(exc, exc.status)
+            for s in stats:
+                s.record_error(exc, exc.status)
             self._span("request", start, clock.now(), permit, node_id, row, status=exc.status,
                        error=type(exc).__name__)
             return exc
@@ -199,7 +205,8 @@ class EndpointPool:
             try:
                 parsed = validate(response)
             except LLMError as exc:
-                self.stats.record_error(exc, exc.status)
+                for s in stats:
+                    s.record_error(exc, exc.status)
                 return exc
             except Exception as exc:
                 err = ResponseFormatError(
@@ -208,14 +215,28 @@ class EndpointPool:
                     body=response.text[:500],
                 )
                 err.__cause__ = exc
-                self.stats.record_error(err, 200)
+                for s in stats:
+                    s.record_error(err, 200)
                 return err
-        self.stats.record_success(end - start, usage.input_tokens, usage.output_tokens)
+        for s in stats:
+            s.record_success(end - start, usage.input_tokens, usage.output_tokens)
         self.permits.on_success()
         return response, parsed
 
-    def _give_up(self, error: LLMError, attempts: int, why: str) -> LLMError:
-        self.stats.failures += 1
+    def _stats_for_call(self) -> tuple[EndpointStats, ...]:
+        calls = CALL_STATS.get()
+        if calls is None:
+            return (self.stats,)
+        mine = calls.get(self.alias)
+        if mine is None:
+            mine = calls[self.alias] = EndpointStats(self.config.input_cost_per_1m,
+                                                     self.config.output_cost_per_1m)
+        return (self.stats, mine)
+
+    def _give_up(self, error: LLMError, attempts: int, why: str,
+                 stats: tuple[EndpointStats, ...]) -> LLMError:
+        for s in stats:
+            s.failures += 1
         if attempts == 1 and not error.retryable:
             return error
         final = type(error)(

@@ -6,11 +6,21 @@ on every attempt whether or not anyone reads the numbers.
 
 from __future__ import annotations
 
+import contextvars
 import math
 import random
 from typing import Any
 
-__all__ = ["EndpointStats", "LatencyReservoir"]
+__all__ = ["CALL_STATS", "EndpointStats", "LatencyReservoir"]
+
+CALL_STATS: contextvars.ContextVar[dict[str, EndpointStats] | None] = contextvars.ContextVar(
+    "plait_call_stats", default=None
+)
+"""Per-call counters (alias -> stats) of the call whose row runs in this context.
+
+A pool may serve several calls (a manager reused across calls keeps its connections warm);
+it counts every attempt in its own cumulative stats and, when set, in the running call's.
+"""
 
 
 class LatencyReservoir:

@@ -36,12 +36,13 @@ from plait.profiling.progress import make_progress
 from plait.profiling.trace import TraceProfiler
 from plait_ray._ray_init import ensure_ray
 from plait_ray.cluster_resources import hold_cluster_resources
-from plait_ray.dataset._driver import Fleet, WorkersLostError, drive
+from plait_ray.dataset._driver import Fleet, drive
 from plait_ray.dataset._sources import RayDataSource, open_ray_source
 from plait_ray.dataset._worker import ChunkDone, DatasetPayload
 from plait_ray.runtime import RuntimeOptions, merge_stats
+from plait_ray.worker import WorkerLostError
 
-__all__ = ["DatasetSummary", "RayDataSource", "WorkersLostError", "read_output", "run_dataset"]
+__all__ = ["DatasetSummary", "RayDataSource", "WorkerLostError", "read_output", "run_dataset"]
 
 _OPTIONS = {
     "address", "namespace", "runtime_env", "num_cpus",  # ray.init (see _ray_init)
@@ -95,7 +96,7 @@ def run_dataset(
     Raises:
         InputError: The source cannot be read or lacks a forward() argument's column.
         CheckpointError: ``output`` holds another pipeline's or source's results.
-        WorkersLostError: Every worker died and none could be replaced.
+        WorkerLostError: Every worker died and none could be replaced.
 
     Example:
         >>> summary = run_dataset(pipeline, "reviews.parquet", "out/",

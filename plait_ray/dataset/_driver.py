@@ -21,14 +21,11 @@ from ray.exceptions import RayActorError, RayTaskError
 from plait.errors import PlaitError
 from plait.io import Chunk
 from plait_ray.dataset._worker import ChunkDone, DatasetWorker
+from plait_ray.worker import WorkerLostError
 
-__all__ = ["Fleet", "WorkersLostError", "drive"]
+__all__ = ["Fleet", "drive"]
 
 _ray: Any = ray  # Ray's object-ref API is only partly typed
-
-
-class WorkersLostError(PlaitError):
-    """Every dataset worker died and no replacement could start in time."""
 
 
 @dataclass
@@ -125,7 +122,7 @@ def drive(chunks: Iterator[Chunk], fleet: Fleet, max_in_flight: int,
     """Run every chunk on the fleet; call ``on_done`` as each one is committed.
 
     Raises:
-        WorkersLostError: No worker is alive and none started within the fleet's timeout.
+        WorkerLostError: No worker is alive and none started within the fleet's timeout.
         PlaitError: A worker failed for a reason other than a row (e.g. the output is not
             writable); row failures are in the output instead.
     """
@@ -146,7 +143,7 @@ def drive(chunks: Iterator[Chunk], fleet: Fleet, max_in_flight: int,
             return
         waitable = [*pending, *fleet.starting]
         if not waitable:
-            raise WorkersLostError(_lost_message(fleet))
+            raise WorkerLostError(_lost_message(fleet))
         ready, _ = _ray.wait(waitable, num_returns=1, timeout=1.0)
         if not ready:
             if pending:
@@ -154,7 +151,7 @@ def drive(chunks: Iterator[Chunk], fleet: Fleet, max_in_flight: int,
             elif idle_since is None:
                 idle_since = time.monotonic()
             elif time.monotonic() - idle_since > fleet.start_timeout_s:
-                raise WorkersLostError(_lost_message(fleet))
+                raise WorkerLostError(_lost_message(fleet))
             continue
         ref = ready[0]
         if ref in fleet.starting:

@@ -8,24 +8,36 @@ its own ``ray.get_gpu_ids()`` / ``CUDA_VISIBLE_DEVICES``. Every test kills its r
 from __future__ import annotations
 
 import asyncio
+import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import ray
+from ray import cloudpickle
 from ray.cluster_utils import Cluster
 
 from plait import LLMInference, Module
-from plait.clients.base import LLMRequest
+from plait.clients.base import LLMRequest, LLMResponse
+from plait.errors import ServerError
 from plait.local_models import TorchEndpointConfig
 from plait.resources.config import ResourceConfig
 from plait.resources.manager import ResourceManager
 from plait.testing import LLMServer
 from plait.testing._resources import DEFAULT_KEY, DEFAULT_KEY_ENV
 from plait_ray.replica_client import RayReplicaClient, replica_client_factory
-from plait_ray.replicas import ReplicaPool, ensure_replica_pools, replica_name
+from plait_ray.replicas import (
+    ReplicaPool,
+    ReplicaUnavailableError,
+    ensure_replica_pools,
+    replica_name,
+)
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
+
+# Replicas cannot import test modules: ship this module's generate_fn by value.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 TINY = "plait.local_models.tiny:tiny_char_lm"
 NAMESPACE = "plait-test-replicas"
@@ -75,9 +87,10 @@ def test_replicas_are_pinned_to_their_own_gpus(cluster: dict[str, str]) -> None:
         assert [r.usage.input_tokens for r in responses] == [len(f"prompt {i}")
                                                               for i in range(24)]
         served = asyncio.run(pool.infos())
-        # Least-in-flight routing spreads a burst over both replicas; batching packs it.
-        assert all(info.items > 0 for info in served)
-        assert sum(info.items for info in served) == 24
+        # The burst leaves this process as one micro-batch, spread by items in flight:
+        # one actor call per replica, half the requests each, batched again inside.
+        assert [info.items for info in served] == [12, 12]
+        assert [info.calls for info in served] == [1, 1]
         assert sum(info.batches for info in served) < 24
     finally:
         pool.kill()
@@ -116,6 +129,76 @@ def test_killed_replica_is_replaced_and_requests_still_succeed(cluster: dict[str
         assert len(responses) == 12 and all(r.usage.output_tokens == 4 for r in responses)
     finally:
         pools["victim"].kill()
+
+
+def _fail_on_boom(model: Any, tokenizer: Any, prompt_ids: list[list[int]],
+                  max_new_tokens: int, temperature: float, generator: Any) -> list[list[int]]:
+    del model, temperature, generator
+    if any("boom" in tokenizer.decode(ids) for ids in prompt_ids):
+        raise RuntimeError("this prompt always fails")
+    return [tokenizer.encode("x" * max_new_tokens) for _ in prompt_ids]
+
+
+def test_errors_map_to_their_own_request_within_a_micro_batch(cluster: dict[str, str]) -> None:
+    # The replica runs one request per model batch, so only the "boom" request fails, though
+    # all four travel in one actor call.
+    config = _config(replicas=1, num_gpus_per_replica=1, max_batch=1,
+                     generate_fn=_fail_on_boom)
+    pool = ReplicaPool("errors", config, NAMESPACE, caller_max_batch=8)
+    prompts = ["ok 0", "boom", "ok 2", "ok 3"]
+
+    async def run() -> list[Any]:
+        async with asyncio.timeout(BOUND_S):
+            return await asyncio.gather(*(pool.call(LLMRequest(prompt=p), timeout=BOUND_S)
+                                          for p in prompts), return_exceptions=True)
+
+    try:
+        before = pool.wait_ready(timeout=BOUND_S)[0]
+        outcomes = asyncio.run(run())
+        after = asyncio.run(pool.infos())[0]
+    finally:
+        pool.kill()
+    assert isinstance(outcomes[1], ServerError) and outcomes[1].retryable
+    assert "this prompt always fails" in str(outcomes[1])
+    others = [outcomes[i] for i in (0, 2, 3)]
+    assert all(isinstance(o, LLMResponse) and o.text == "xxxx" for o in others)
+    assert after.calls - before.calls == 1 and after.items - before.items == 4
+
+
+def _wait_until_gone(name: str) -> None:
+    deadline = time.monotonic() + BOUND_S
+    while True:
+        try:
+            ray.get_actor(name, NAMESPACE)
+        except ValueError:  # a dead actor's name is freed
+            return
+        assert time.monotonic() < deadline, f"{name} still alive after {BOUND_S}s"
+        time.sleep(0.1)
+
+
+def test_dead_replica_fails_each_request_of_its_micro_batch_retryably(
+        cluster: dict[str, str]) -> None:
+    pool = ReplicaPool("dying", _config(replicas=1, num_gpus_per_replica=1), NAMESPACE)
+
+    async def burst(n: int) -> list[Any]:
+        async with asyncio.timeout(BOUND_S):
+            return await asyncio.gather(*(pool.call(LLMRequest(prompt=f"p{i}"),
+                                                    timeout=BOUND_S) for i in range(n)),
+                                        return_exceptions=True)
+
+    try:
+        pool.wait_ready(timeout=BOUND_S)
+        assert all(isinstance(r, LLMResponse) for r in asyncio.run(burst(3)))
+        ray.kill(ray.get_actor(replica_name("dying", 0), NAMESPACE), no_restart=True)
+        _wait_until_gone(replica_name("dying", 0))  # the pool still holds the dead handle
+        failed = asyncio.run(burst(5))
+        # Each request gets its own retryable error, so the endpoint pool retries each.
+        assert all(isinstance(e, ReplicaUnavailableError) and e.retryable for e in failed)
+        assert len({id(e) for e in failed}) == 5
+        recovered = asyncio.run(burst(3))  # the pool looked the name up again: a new replica
+        assert all(isinstance(r, LLMResponse) for r in recovered)
+    finally:
+        pool.kill()
 
 
 class _Mixed(Module):
