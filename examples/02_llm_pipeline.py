@@ -2,9 +2,9 @@
 
 import asyncio
 
+from _offline import example_resources
 from pydantic import BaseModel
 
-from _offline import example_resources
 from plait import LLMInference, Module
 
 

@@ -3,6 +3,7 @@
 import asyncio
 
 from _offline import example_resources
+
 from plait import ExecutionSettings, LLMInference, Module, run
 
 

@@ -28,7 +28,8 @@ def example_resources(latency: float = 0.05, **limits: int) -> Iterator[Resource
         })
         return
     with LLMServer(latency=latency).run_in_thread() as server:
-        print(f"(offline: built-in LLM server at {server.base_url}, {latency * 1000:.0f} ms latency)")
+        print(f"(offline: built-in LLM server at {server.base_url}, "
+              f"{latency * 1000:.0f} ms latency)")
         endpoints = {}
         for alias, model in MODELS.items():
             endpoints |= server.resource_config(

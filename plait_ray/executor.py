@@ -218,7 +218,12 @@ async def _unload(handles: list[Any], job_id: str, pool: Any) -> list[dict[str, 
 
 
 class _Dispatch:
-    """Keeps each worker's chunks in flight and turns streamed chunk parts into RowResults."""
+    """Keeps each worker's chunks in flight and turns streamed chunk parts into RowResults.
+
+    A row whose worker died before it finished is run again, once, on a surviving worker:
+    nothing of it reached the driver, so nothing is reported twice. If that worker dies too,
+    the row's result is a ``WorkerLostError``.
+    """
 
     def __init__(self, job: Job, plan: ChunkPlan, handles: list[Any], job_id: str,
                  events: list[Event]) -> None:
@@ -229,6 +234,8 @@ class _Dispatch:
         self.events = events
         self.load = [0] * len(handles)
         self.dead: set[int] = set()
+        self.retry: list[Row] = []  # rows of dead workers, to run again
+        self.retried: set[int] = set()
         self.streams: dict[asyncio.Task[None], Any] = {}
         self.parts: asyncio.Queue[tuple[int, list[RowResult] | None]] = asyncio.Queue()
 
@@ -260,9 +267,14 @@ class _Dispatch:
                 self.parts.put_nowait((worker, part.results))
         except ray_api.exceptions.RayActorError as exc:
             self.dead.add(worker)
+            again = [r for r in chunk if r[0] in unreported and r[0] not in self.retried]
+            self.retry.extend(again)
+            self.retried.update(r[0] for r in again)
+            unreported.difference_update(r[0] for r in again)
             lost = WorkerLostError(
-                f"The Ray worker running this row died ({type(exc).__name__}); the row was "
-                "not finished. Rerun it (with checkpoint_dir= set, finished rows are kept).")
+                f"The Ray worker running this row died ({type(exc).__name__}), also on its "
+                "rerun; the row was not finished. Rerun it (with checkpoint_dir= set, finished "
+                "rows are kept).")
             self.parts.put_nowait((worker, [RowResult(i, error=lost) for i in unreported]))
         except ray_api.exceptions.RayTaskError as exc:
             cause = _cause(exc)
@@ -271,7 +283,7 @@ class _Dispatch:
             self.parts.put_nowait((worker, None))  # the chunk is over
 
     def _fill(self, rows: Iterator[Row]) -> bool:
-        """Submit chunks while a worker has room; False once the rows are exhausted."""
+        """Submit chunks while a worker has room; False once the rows (and reruns) are out."""
         while True:
             alive = [w for w in range(len(self.handles)) if w not in self.dead]
             if not alive:
@@ -280,7 +292,9 @@ class _Dispatch:
             worker = min(alive, key=self.load.__getitem__)
             if self.load[worker] >= self.plan.chunks_per_worker:
                 return True
-            chunk = list(itertools.islice(rows, self.plan.rows_per_chunk))
+            size = self.plan.rows_per_chunk
+            chunk, self.retry = self.retry[:size], self.retry[size:]
+            chunk.extend(itertools.islice(rows, size - len(chunk)))
             if not chunk:
                 return False
             self._submit(worker, chunk)
@@ -291,7 +305,7 @@ class _Dispatch:
         chunks = 0
         try:
             while True:
-                if more:
+                if more or self.retry:
                     before = sum(self.load)
                     more = self._fill(rows)
                     chunks += sum(self.load) - before

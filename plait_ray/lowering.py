@@ -177,8 +177,11 @@ class NodeTaskRunner:
         pending = set(self._outcomes.values())
         while pending:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
-            for task in done:
-                task.result()  # raises the first failure
+            # exception() on every done task: a downstream node fails with its upstream's
+            # error in the same round, and an unread one is logged as never retrieved.
+            failures = [exc for task in done if (exc := task.exception()) is not None]
+            if failures:
+                raise failures[0]
         return {nid: task.result().value for nid, task in self._outcomes.items()}
 
     async def _node(self, node: GraphNode, base: Any, row: Row, preset: Any) -> NodeOutcome:

@@ -13,7 +13,7 @@ the fate of the process that created it.
 
 Batching happens twice. A Ray actor call costs milliseconds of caller CPU, so one call per
 request would cap throughput whatever the model does: each process's ``ReplicaPool``
-collects its concurrent requests in a micro-batcher (a short window, ``caller_wait_ms``)
+collects its concurrent requests in a micro-batcher (``caller_wait_ms``, 0 by default)
 and sends one ``generate_many`` call per micro-batch to the least-loaded replica, which
 batches again across every process that calls it.
 
@@ -57,8 +57,11 @@ __all__ = [
 #: Ray namespace of the replica actors (the same default as the limiter actors).
 DEFAULT_NAMESPACE = "plait"
 #: How long a caller's first request waits for company before its micro-batch is sent.
-#: Short: the replica batches again, so this only has to catch requests issued together.
-DEFAULT_CALLER_WAIT_MS = 1.0
+#: 0 batches what this process's callers submit in the same event-loop turn: no added
+#: latency, and batches grow with load (a busy loop turns slowly). The replica batches
+#: again across callers with the config's ``max_wait_ms``. (A 1 ms window measured
+#: ~2 ms more per lone request on a 2-core box: bench/results_local_model.md.)
+DEFAULT_CALLER_WAIT_MS = 0.0
 
 Outcome = LLMResponse | PlaitError
 

@@ -121,6 +121,11 @@ class LimiterCore:
         lease.demand = max(req.demand, 0)
         deadline = now + max(req.max_wait, 0.0)
         requests, tokens = await self._grant_rate(req, deadline)
+        if requests or tokens:
+            # Deliver budget at once: holding it here while waiting for a slot (all of the
+            # worker's slots may be held by requests waiting for this very budget) would
+            # cap the worker at one bucket's worth per max_wait.
+            deadline = clock.now()
         slots = await self._grant_slots(lease, req.want_slots, deadline)
         now = clock.now()
         lease.expires_at = now + self.limits.lease_ttl

@@ -381,13 +381,14 @@ class LeasedPermitSource:
     def _want_requests(self) -> int:
         # Ask for twice what was consumed during the last sync cycle (one round trip):
         # a starving worker doubles its block each cycle, a steady one gets a refill just
-        # as its stock runs out, an idle one asks for nothing.
+        # as its stock runs out, an idle one asks for nothing. Requests already waiting
+        # are asked for outright (no doubling from 1 at the start of a run).
         stock, cycle = self._requests, self._consumed_requests
         if stock is None:
             return 0
         if self._rate_waiters == 0 and (stock > self._low_water or cycle == 0):
             return 0
-        return min(self._block_size, max(1, 2 * cycle))
+        return min(self._block_size, max(1, 2 * cycle, self._rate_waiters))
 
     def _want_tokens(self) -> float:
         stock, cycle = self._tokens, self._consumed_tokens

@@ -31,9 +31,13 @@ from plait.testing._thread import ThreadedServer
 _TESTS = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_runtime() -> Iterator[None]:
-    """A local Ray for the whole session (started on first use)."""
+    """A local Ray per test module (started on first use).
+
+    Module scope, not session: tests in tests/ray start their own clusters and need Ray shut
+    down when the contract suite is done.
+    """
     ray = pytest.importorskip("ray")
     from plait_ray import shutdown_workers
 

@@ -27,7 +27,6 @@ import base64
 import gzip
 import json
 import logging
-import os
 import secrets
 import shutil
 import socket
@@ -46,7 +45,7 @@ from ray import cloudpickle
 from ray._private import serialization
 
 from plait import LLMInference, Module
-from plait.errors import BatchError
+from plait.errors import BatchError, NodeExecutionError
 from plait.execution import run
 from plait.resources.config import ResourceConfig
 from plait.testing import Fault, LLMServer
@@ -88,12 +87,19 @@ def _base64_forms(raw: bytes) -> list[bytes]:
     return forms
 
 
-NEEDLES = [TOKEN.encode(), KEY.encode().hex().encode(), *_base64_forms(KEY.encode())]
+def _needles(token: str, key: str) -> list[bytes]:
+    return [token.encode(), key.encode().hex().encode(), *_base64_forms(key.encode())]
 
 
-def leaks(data: bytes) -> list[bytes]:
-    """The forms of the key found in ``data``."""
-    return [needle for needle in NEEDLES if needle in data]
+NEEDLES = _needles(TOKEN, KEY)
+# A decoy a Ray worker prints and logs on purpose: the scan must find it (positive control).
+DECOY_TOKEN = secrets.token_hex(12)
+DECOY = f"sk-PLAIT-DECOY-{DECOY_TOKEN}"
+
+
+def leaks(data: bytes, needles: list[bytes] = NEEDLES) -> list[bytes]:
+    """The forms of the key (or of ``needles``) found in ``data``."""
+    return [needle for needle in needles if needle in data]
 
 
 def _decoded(path: Path) -> bytes:
@@ -113,7 +119,8 @@ def _decoded(path: Path) -> bytes:
     return data + b"\n" + extra
 
 
-def scan_files(root: Path) -> tuple[int, dict[str, list[bytes]]]:
+def scan_files(root: Path, needles: list[bytes] = NEEDLES
+               ) -> tuple[int, dict[str, list[bytes]]]:
     """(files scanned, path -> forms of the key found) for every file under ``root``."""
     found: dict[str, list[bytes]] = {}
     count = 0
@@ -121,7 +128,7 @@ def scan_files(root: Path) -> tuple[int, dict[str, list[bytes]]]:
         if not path.is_file() or path.is_symlink():
             continue  # sockets, pipes; symlinks point at files scanned anyway
         count += 1
-        hits = leaks(_decoded(path))
+        hits = leaks(_decoded(path), needles)
         if hits:
             found[str(path.relative_to(root))] = hits
     return count, found
@@ -239,14 +246,15 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _state_api_dump() -> bytes:
+def _state_api_dump(dashboard_url: str) -> bytes:
     """What the dashboard shows: jobs, actors, tasks, workers, runtime envs, nodes."""
     from ray.util import state
 
     listed: dict[str, Any] = {}
     for name in ("list_jobs", "list_actors", "list_tasks", "list_workers",
                  "list_runtime_envs", "list_nodes", "list_placement_groups"):
-        kwargs: dict[str, Any] = {"raise_on_missing_output": False}
+        kwargs: dict[str, Any] = {"address": f"http://{dashboard_url}",
+                                  "raise_on_missing_output": False}
         if name != "list_runtime_envs":
             kwargs["detail"] = True
         listed[name] = getattr(state, name)(**kwargs)
@@ -269,12 +277,13 @@ def ray_run(server: ThreadedServer) -> Iterator[dict[str, Any]]:
     out.mkdir()
     try:
         with _DebugLog(out / "driver-debug.log"), _RayTraffic() as traffic:
-            ray.init(address="local", num_cpus=2, _temp_dir=str(root / "ray"),
-                     include_dashboard=True, dashboard_port=_free_port(),
-                     runtime_env={"worker_process_setup_hook": _debug_logging_in_workers})
+            context = ray.init(address="local", num_cpus=2, _temp_dir=str(root / "ray"),
+                               include_dashboard=True, dashboard_port=_free_port(),
+                               runtime_env={"worker_process_setup_hook":
+                                            _debug_logging_in_workers})
             try:
                 box["errors"] = _ray_runs(server, out)
-                box["state"] = _state_api_dump()
+                box["state"] = _state_api_dump(context.dashboard_url)
             finally:
                 shutdown_workers()
                 ray.shutdown()
@@ -282,6 +291,13 @@ def ray_run(server: ThreadedServer) -> Iterator[dict[str, Any]]:
         yield box
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+@ray.remote(num_cpus=0)
+def _leak_decoy() -> str:
+    print(f"stdout {DECOY}")
+    logging.getLogger("plait").debug("debug %s", base64.b64encode(DECOY.encode()).decode())
+    return DECOY
 
 
 def _ray_runs(server: ThreadedServer, out: Path) -> list[BaseException]:
@@ -298,7 +314,7 @@ def _ray_runs(server: ThreadedServer, out: Path) -> list[BaseException]:
         assert sorted(info.value.failures) == [7]
         # A single call: LLM nodes lowered to Ray tasks; its 400 comes back as a task error.
         server.configure(faults=[Fault("400", model="m-a")])
-        with pytest.raises(Exception) as single:  # noqa: PT011 - any error; its text is scanned
+        with pytest.raises(NodeExecutionError) as single:
             await run(TwoCalls(), "one", resources=resources, executor="ray",
                       profile_path=out / "ray-single-trace.json")
         errors.append(single.value)
@@ -308,6 +324,7 @@ def _ray_runs(server: ThreadedServer, out: Path) -> list[BaseException]:
             "[m-b] echo: Judge: [m-a] echo: two")
 
     asyncio.run(asyncio.wait_for(executor_runs(), 45))
+    assert ray.get(_leak_decoy.remote(), timeout=30) == DECOY
     arm_faults(server)
     summary = run_dataset(TwoCalls(), [{"text": t} for t in ROWS], out / "dataset",
                           resources=resources, rows_per_chunk=6, workers=2, progress=False,
@@ -370,6 +387,9 @@ def test_ray_runs_write_no_file_with_the_key(ray_run: dict[str, Any]) -> None:
     assert sessions and any((s / "logs").is_dir() for s in sessions)
     worker_logs = list((root / "ray").glob("session_*/logs/worker-*"))
     assert worker_logs, "no worker logs: were the Ray workers' logs written elsewhere?"
+    _, decoys = scan_files(root / "ray", _needles(DECOY_TOKEN, DECOY))
+    assert any(p.endswith(".out") for p in decoys), f"a worker's print not found: {decoys}"
+    assert any(p.endswith(".err") for p in decoys), f"a worker's DEBUG log not found: {decoys}"
     count, found = scan_files(root)
     assert count > 20
     assert found == {}, f"the key is in these files (forms found): {found}"
@@ -382,6 +402,7 @@ def test_ray_objects_and_dashboard_hold_no_key(ray_run: dict[str, Any]) -> None:
     assert any(b"TwoCalls" in blob for blob in sent)  # the payloads were really captured
     assert any(KEY_ENV.encode() in blob for blob in sent)  # workers read this variable
     assert any(b"echo" in blob for blob in received)
+    assert any(leaks(blob, _needles(DECOY_TOKEN, DECOY)) for blob in received)
     assert [i for i, blob in enumerate(sent) if leaks(blob)] == []
     assert [i for i, blob in enumerate(received) if leaks(blob)] == []
     assert b"TwoCalls" in ray_run["state"] or b"RowWorker" in ray_run["state"]
