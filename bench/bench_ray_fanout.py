@@ -264,9 +264,15 @@ def part_rate(args: argparse.Namespace) -> str:
             measure_run("ray warm-up (not reported)", server, resources(server), 100, "ray",
                         {"limits_namespace": "bench-ray-rate-warmup"})
             for name, f in variants:
+                options = {"limits_namespace": f"bench-ray-rate-{name}"}
+                # Start this variant's limiter actors (a new process each: ~1-3 s on this
+                # box, paid once per Ray session and set of limits), then let buckets refill.
+                measure_run(f"ray limiter warm-up {name} (not reported)", server,
+                            configs[name], 20, "ray", options)
+                time.sleep(1.5)
                 runs.setdefault(name, []).append(measure_run(
                     f"ray, rate {f:g} x server cap", server, configs[name], rows, "ray",
-                    {"limits_namespace": f"bench-ray-rate-{name}"}))
+                    options))
     return rate_report(runs, rows, latency, cap_fast, cap_smart, args)
 
 

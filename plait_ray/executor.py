@@ -265,7 +265,8 @@ class _Dispatch:
                 self.events.extend(part.events)
                 unreported.difference_update(r.index for r in part.results)
                 self.parts.put_nowait((worker, part.results))
-        except ray_api.exceptions.RayActorError as exc:
+        except (ray_api.exceptions.RayActorError, ray_api.exceptions.ObjectLostError) as exc:
+            # The actor died, or its node did while holding a chunk result: re-run the rest.
             self.dead.add(worker)
             again = [r for r in chunk if r[0] in unreported and r[0] not in self.retried]
             self.retry.extend(again)
@@ -279,6 +280,8 @@ class _Dispatch:
         except ray_api.exceptions.RayTaskError as exc:
             cause = _cause(exc)
             self.parts.put_nowait((worker, [RowResult(i, error=cause) for i in unreported]))
+        except Exception as exc:  # any other failure still reports every row of the chunk
+            self.parts.put_nowait((worker, [RowResult(i, error=exc) for i in unreported]))
         finally:
             self.parts.put_nowait((worker, None))  # the chunk is over
 

@@ -10,7 +10,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
-from plait.errors import BatchError, ConfigError
+from plait.errors import BatchError, ConfigError, PlaitError
 from plait.execution.contract import Job, get_executor
 from plait.execution.inputs import CallInputs, split_inputs
 from plait.execution.report import RunObserver
@@ -175,6 +175,14 @@ async def _await_call(call: PendingCall) -> Any:
     if prepared.settings.streaming:
         return [_batch_result(inputs, results[i]) for i in sorted(results)]
     count = max([*outputs, *failures], default=-1) + 1
+    if inputs.total is not None:
+        count = max(count, inputs.total)
+    for i in range(count):
+        if i not in outputs and i not in failures:  # never fill a lost row in silently
+            failures[i] = PlaitError(
+                f"Row {i} got no result from the executor. This is a plait bug; please "
+                "report it. Re-run the row to get its output."
+            )
     ordered = [outputs.get(i) for i in range(count)]
     if failures:
         raise BatchError(failures, ordered)

@@ -176,6 +176,13 @@ def test_structured_output(executor: Any) -> None:
         assert out["verdict"] == out["whole"].verdict and out["score"] == out["whole"].score
 
 
+def _new_tasks(before: set[asyncio.Task[Any]]) -> set[asyncio.Task[Any]]:
+    # The loopback server's handlers of idle keep-alive connections are not leaks: plait keeps
+    # its connections warm across calls on the same loop.
+    return {t for t in asyncio.all_tasks() - before
+            if "RequestHandler.start" not in repr(t.get_coro())}
+
+
 def test_breaking_out_of_a_stream_cancels_pending_work(executor: Any) -> None:
     async def main() -> tuple[int, int, set[asyncio.Task[Any]]]:
         faults = [Fault("hang", match="slow", every=1, hang_seconds=30)]
@@ -192,9 +199,9 @@ def test_breaking_out_of_a_stream_cancels_pending_work(executor: Any) -> None:
                 break
             assert first is not None and first.ok and first.index == 0
             await wait_until(lambda: server.stats().in_flight == 0)
-            await wait_until(lambda: not (asyncio.all_tasks() - before))
+            await wait_until(lambda: not _new_tasks(before))
             stats = server.stats()
-            return stats.in_flight, stats.total_requests, asyncio.all_tasks() - before
+            return stats.in_flight, stats.total_requests, _new_tasks(before)
 
     in_flight, total, leaked = arun(main())
     assert in_flight == 0 and not leaked

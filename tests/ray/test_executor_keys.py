@@ -31,7 +31,8 @@ def resources() -> ResourceConfig:
 def test_row_worker_payload_has_no_key() -> None:
     res = resources()
     pipeline = Pair().bind(resources=res, executor="ray")
-    payload = JobPayload(pipeline, pipeline.graph_for(1), res, RuntimeOptions(), workers=2)
+    payload = JobPayload(pipeline, pipeline.graph_for(1), res, RuntimeOptions(), workers=2,
+                         namespace="plait-test")
     blob = cloudpickle.dumps(payload)
     assert SECRET.encode() not in blob
     assert b"KEY_ENV" in blob  # the worker reads the key from this variable instead
