@@ -129,10 +129,10 @@ def report(m: dict[str, list[float]], latency: float, warm: int) -> str:
         f"server latency {latency * 1000:.0f} ms; limit = 2 latencies = {limit * 1000:.0f} ms",
         f"- cold = the first call in a fresh process (after imports); warm = the next {warm} "
         "calls in the same process",
-        "- 'plait' = `pipeline.bind(resources=...)`, awaited once per call: every call builds "
-        "and closes its own resource manager, so its clients and TCP connections; 'plait in "
+        "- 'plait' = `pipeline.bind(resources=...)`, awaited once per call (calls on one "
+        "event loop reuse its resource manager, so connections stay warm); 'plait in "
         "ExecutionSettings' = the same calls inside `async with ExecutionSettings(resources=...)`"
-        ", which shares one manager (connections kept alive across calls)",
+        ", which shares the block's manager",
         "",
     ])
     lines.append(table(["variant", "cold ms", "2nd call ms", "warm median ms", "warm min ms",
