@@ -2,9 +2,7 @@
 
 ``LocalPermitSource`` implements ``PermitSource`` for a single process:
 
-* **Slots.** ``max_concurrent`` numbered slots; a permit carries its slot id so profiling can
-  draw one track per slot. Waiters are served FIFO and a freed slot is handed straight to
-  the first waiter, so latecomers cannot barge in.
+* **Slots.** ``max_concurrent`` numbered slots in a ``SlotPool`` (FIFO, no barging).
 * **Request bucket.** A token bucket refilled at the effective rate. Its capacity is 0.1 s
   of budget (at least 1 request): enough to absorb event-loop scheduling lag so the achieved
   rate matches the configured one, yet far from the whole minute's budget a naive
@@ -25,17 +23,16 @@
   a 429 the configured rate is restored (or a derived limit removed).
 
 Fast path (free slot, budget available, no pause, no waiters): no task, no future, a few
-attribute updates. Waiting is cancellation-safe: a cancelled waiter never holds or loses a
-slot.
+attribute updates.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 
 from plait.resources.clock import Clock, MonotonicClock
 from plait.resources.permits import Permit
+from plait.resources.slots import SlotPool
 
 __all__ = ["LocalPermitSource"]
 
@@ -103,10 +100,7 @@ class LocalPermitSource:
     ) -> None:
         self._clock: Clock = clock or MonotonicClock()
         now = self._clock.now()
-        self._max_concurrent = max_concurrent
-        self._free: list[int] = list(range(max_concurrent or 0))[::-1]
-        self._slot_waiters: deque[asyncio.Future[int]] = deque()
-        self._in_flight = 0
+        self._slots = SlotPool(None if max_concurrent is None else range(max_concurrent))
         self._configured_rate = rate_limit_per_min / 60.0 if rate_limit_per_min else None
         self._requests = _Bucket(self._configured_rate, now) if self._configured_rate else None
         self._tokens = _Bucket(tokens_per_min / 60.0, now) if tokens_per_min else None
@@ -128,7 +122,7 @@ class LocalPermitSource:
     @property
     def in_flight(self) -> int:
         """Permits currently held."""
-        return self._in_flight
+        return self._slots.in_flight
 
     @property
     def effective_rate_per_min(self) -> float | None:
@@ -144,29 +138,9 @@ class LocalPermitSource:
 
     async def acquire(self, tokens: int) -> Permit:
         """Wait for a slot, then for the rate budget, and return a permit for one attempt."""
-        clock = self._clock
-        now = clock.now()
-        queue_wait = 0.0
         if self._active_since is None:
-            self._active_since = now
-        if self._max_concurrent is None:
-            slot = -1
-        elif self._free and not self._slot_waiters:
-            slot = self._free.pop()
-        else:
-            slot = await self._wait_for_slot()
-            start, now = now, clock.now()
-            queue_wait = now - start
-        self._in_flight += 1
-        try:
-            if self._rate_waiters == 0 and self._try_take(now, tokens):
-                rate_wait = 0.0
-            else:
-                rate_wait = await self._wait_for_rate(tokens)
-        except BaseException:
-            self._give_back_slot(slot)
-            raise
-        return Permit(slot=slot, tokens=tokens, queue_wait=queue_wait, rate_wait=rate_wait)
+            self._active_since = self._clock.now()
+        return await self._slots.acquire(self._clock, tokens, self._take_now, self._wait_for_rate)
 
     def release(self, permit: Permit, *, used_tokens: int | None) -> None:
         """Return the permit's slot and correct its token reservation with real usage."""
@@ -174,7 +148,7 @@ class LocalPermitSource:
             bucket = self._tokens
             bucket.refill(self._clock.now())
             bucket.level = min(bucket.capacity, bucket.level + permit.tokens - used_tokens)
-        self._give_back_slot(permit.slot)
+        self._slots.give_back(permit.slot)
 
     def on_rate_limited(self, retry_after: float | None) -> None:
         """Pause all acquisitions for ``retry_after`` seconds and lower the rate."""
@@ -221,35 +195,8 @@ class LocalPermitSource:
 
     # -- internals -------------------------------------------------------------------------
 
-    async def _wait_for_slot(self) -> int:
-        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._slot_waiters.append(fut)
-        try:
-            return await fut
-        except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled():
-                # The slot was handed over just as we were cancelled: pass it on.
-                self._release_slot(fut.result())
-            else:
-                try:
-                    self._slot_waiters.remove(fut)
-                except ValueError:
-                    pass
-            raise
-
-    def _give_back_slot(self, slot: int) -> None:
-        self._in_flight -= 1
-        if slot != -1:
-            self._release_slot(slot)
-
-    def _release_slot(self, slot: int) -> None:
-        waiters = self._slot_waiters
-        while waiters:
-            fut = waiters.popleft()
-            if not fut.done():
-                fut.set_result(slot)
-                return
-        self._free.append(slot)
+    def _take_now(self, now: float, tokens: int) -> bool:
+        return self._rate_waiters == 0 and self._try_take(now, tokens)  # no barging either
 
     def _try_take(self, now: float, tokens: int) -> bool:
         if now < self._paused_until:

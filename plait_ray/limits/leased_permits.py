@@ -28,12 +28,12 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections import deque
 
 from ray.actor import ActorHandle
 
 from plait.resources.clock import Clock, MonotonicClock
 from plait.resources.permits import Permit
+from plait.resources.slots import SlotPool
 from plait_ray.limits.actor import LimiterHandle
 from plait_ray.limits.client import LimiterClient, RayLimiterClient
 from plait_ray.limits.lease import LeaseGrant, LeaseRequest, LimiterUnavailableError
@@ -89,19 +89,15 @@ class LeasedPermitSource:
         self.alias = alias
         self._clock: Clock = clock or MonotonicClock()
         self._worker_id = worker_id or f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self._slots_limited = max_concurrent is not None
         self._block_size = max(1, block_size)
         self._max_wait = max_wait
         self._stock_ttl = stock_ttl
         self._patience = patience
-        # Slots.
-        self._free: list[int] = []
-        self._in_use: set[int] = set()
-        self._revoked: set[int] = set()
-        self._slot_waiters: deque[asyncio.Future[int]] = deque()
+        # Slots: granted by the limiter; idle, revoked and surplus ones go back to it.
+        self._wake = asyncio.Event()  # wakes the sync task
+        self._slots = SlotPool(None if max_concurrent is None else (),
+                               on_wait=self._wake.set, on_surplus=self._give_back)
         self._to_return: list[int] = []
-        self._free_floor = 0
-        self._quota: int | None = None
         # Rate budget: None means unlimited (as of the last grant).
         self._requests: int | None = None if rate_limit is None else 0
         self._tokens: float | None = None if tokens_per_minute is None else 0.0
@@ -118,7 +114,6 @@ class LeasedPermitSource:
         self._lease_id = ""
         self._heartbeat = _MAX_HEARTBEAT
         self._next_idle_check = float("-inf")
-        self._wake = asyncio.Event()
         self._stock_changed = asyncio.Event()
         self._sync_task: asyncio.Task[None] | None = None
         self._failure: LimiterUnavailableError | None = None
@@ -129,12 +124,12 @@ class LeasedPermitSource:
     @property
     def in_flight(self) -> int:
         """Slots in use by this worker (permits held when slots are limited)."""
-        return len(self._in_use)
+        return len(self._slots.in_use)
 
     @property
     def held_slots(self) -> int:
         """Slots leased by this worker, in use or idle."""
-        return len(self._in_use) + len(self._free)
+        return self._slots.held
 
     # -- PermitSource ----------------------------------------------------------------------
 
@@ -147,32 +142,13 @@ class LeasedPermitSource:
         self._start()
         if self._failure is not None:
             raise self._failure
-        clock = self._clock
-        now = clock.now()
-        queue_wait = 0.0
-        if not self._slots_limited:
-            slot = -1
-        elif self._free and not self._slot_waiters:
-            slot = self._take_free_slot()
-        else:
-            slot = await self._wait_for_slot()
-            start, now = now, clock.now()
-            queue_wait = now - start
-        try:
-            if self._rate_waiters == 0 and self._try_take(now, tokens):
-                rate_wait = 0.0
-            else:
-                rate_wait = await self._wait_for_rate(tokens)
-        except BaseException:
-            self._put_back_slot(slot)
-            raise
-        return Permit(slot=slot, tokens=tokens, queue_wait=queue_wait, rate_wait=rate_wait)
+        return await self._slots.acquire(self._clock, tokens, self._take_now, self._wait_for_rate)
 
     def release(self, permit: Permit, *, used_tokens: int | None) -> None:
         """Return the slot locally; correct the token stock with the real usage."""
         if used_tokens is not None and self._tokens is not None:
             self._tokens += permit.tokens - used_tokens
-        self._put_back_slot(permit.slot)
+        self._slots.give_back(permit.slot)
 
     def on_rate_limited(self, retry_after: float | None) -> None:
         """Pause here at once, drop the request stock, and slow the whole cluster."""
@@ -201,49 +177,6 @@ class LeasedPermitSource:
 
     # -- slots -----------------------------------------------------------------------------
 
-    def _take_free_slot(self) -> int:
-        slot = self._free.pop()
-        self._free_floor = min(self._free_floor, len(self._free))
-        self._in_use.add(slot)
-        return slot
-
-    async def _wait_for_slot(self) -> int:
-        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._slot_waiters.append(fut)
-        self._wake.set()
-        try:
-            return await fut
-        except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled():
-                self._put_back_slot(fut.result())  # handed over just as we were cancelled
-            else:
-                try:
-                    self._slot_waiters.remove(fut)
-                except ValueError:
-                    pass
-            raise
-
-    def _put_back_slot(self, slot: int) -> None:
-        if slot == -1:
-            return
-        self._in_use.discard(slot)
-        if slot in self._revoked:
-            self._revoked.discard(slot)  # the limiter gave it to another worker
-            return
-        if self._quota is not None and self.held_slots >= self._quota:
-            self._give_back([slot])  # over our fair share: others are waiting
-            return
-        self._hand_out(slot)
-
-    def _hand_out(self, slot: int) -> None:
-        while self._slot_waiters:
-            fut = self._slot_waiters.popleft()
-            if not fut.done():
-                self._in_use.add(slot)
-                fut.set_result(slot)
-                return
-        self._free.append(slot)
-
     def _give_back(self, slots: list[int]) -> None:
         if not slots:
             return
@@ -257,6 +190,9 @@ class LeasedPermitSource:
             self._client.return_slots(self._lease_id, tuple(slots))
 
     # -- rate ------------------------------------------------------------------------------
+
+    def _take_now(self, now: float, tokens: int) -> bool:
+        return self._rate_waiters == 0 and self._try_take(now, tokens)  # no barging either
 
     def _try_take(self, now: float, tokens: int) -> bool:
         if now < self._paused_until:
@@ -322,7 +258,7 @@ class LeasedPermitSource:
                 await asyncio.sleep(0)  # let woken acquirers take what just arrived
                 if not self._sync_needed():
                     continue
-            elif not (self._in_use or self._free or self._successes or self._slot_waiters):
+            elif not (self._slots.held or self._successes or self._slots.waiters):
                 continue  # heartbeat, but holding and wanting nothing: no lease to keep
             try:
                 request = self._build_request()
@@ -353,21 +289,18 @@ class LeasedPermitSource:
         returns, self._to_return = self._to_return, []
         if now >= self._next_idle_check:
             # Slots idle for a whole heartbeat go back, so an idle worker starves nobody.
-            if not self._slot_waiters:
-                idle = min(self._free_floor, len(self._free))
-                returns.extend(self._free[:idle])
-                del self._free[:idle]
-            self._free_floor = len(self._free)
+            returns.extend(self._slots.take_idle())
             self._next_idle_check = now + self._heartbeat
-        starving = bool(self._slot_waiters) or self._rate_waiters > 0
+        slots = self._slots
+        starving = bool(slots.waiters) or self._rate_waiters > 0
         successes, self._successes = self._successes, 0
         request = LeaseRequest(
             worker_id=self._worker_id,
             lease_id=self._lease_id,
-            held_slots=tuple(self._in_use | set(self._free)),
+            held_slots=tuple(slots.in_use | set(slots.free)),
             return_slots=tuple(returns),
-            demand=len(self._in_use) + len(self._slot_waiters),
-            want_slots=len(self._slot_waiters),
+            demand=len(slots.in_use) + len(slots.waiters),
+            want_slots=len(slots.waiters),
             want_requests=self._want_requests(),
             want_tokens=self._want_tokens(),
             min_tokens=float(self._waiting_tokens),
@@ -399,7 +332,7 @@ class LeasedPermitSource:
         return max(float(self._waiting_tokens), 2.0 * cycle)
 
     def _sync_needed(self) -> bool:
-        return bool(self._slot_waiters or self._to_return or self._want_requests()
+        return bool(self._slots.waiters or self._to_return or self._want_requests()
                     or self._want_tokens())
 
     async def _lease_patiently(self, request: LeaseRequest) -> LeaseGrant:
@@ -425,20 +358,16 @@ class LeasedPermitSource:
         now = self._clock.now()
         self._lease_id = grant.lease_id
         self._heartbeat = min(_MAX_HEARTBEAT, grant.ttl / 3)
+        slots = self._slots
         for slot in grant.revoked_slots:
-            if slot in self._free:
-                self._free.remove(slot)
-            elif slot in self._in_use:
-                self._revoked.add(slot)
-        self._quota = grant.slot_quota
+            slots.revoke(slot)
+        slots.quota = grant.slot_quota
         for slot in grant.slots:
-            self._hand_out(slot)
-        if self._slot_waiters:
+            slots.add(slot)
+        if slots.waiters:
             self._wake.set()  # still short of slots: ask again (the actor paces us)
-        elif self._quota is not None:
-            surplus = min(len(self._free), self.held_slots - self._quota)
-            if surplus > 0:
-                self._give_back([self._free.pop() for _ in range(surplus)])
+        else:
+            self._give_back(slots.take_surplus())
         if grant.requests is None:
             self._requests = None
         else:
@@ -455,8 +384,5 @@ class LeasedPermitSource:
 
     def _fail(self, exc: LimiterUnavailableError) -> None:
         self._failure = exc
-        while self._slot_waiters:
-            fut = self._slot_waiters.popleft()
-            if not fut.done():
-                fut.set_exception(exc)
+        self._slots.fail(exc)
         self._stock_changed.set()
