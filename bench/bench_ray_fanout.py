@@ -236,13 +236,23 @@ def part_fanout(args: argparse.Namespace) -> str:
         if not args.skip_local:
             runs.append(measure_run("local", server, config, rows, "local"))
         with RayCluster(args.cpus_per_node):
-            options = {"limits_namespace": "bench-ray-fanout"}
+            options = {"limits_namespace": "bench-ray-fanout", **executor_options(args)}
             warm = measure_run("ray (cold: 200-row warm-up)", server, config,
                                min(200, rows), "ray", options)
             for n in range(args.repeat):
                 runs.append(measure_run(f"ray (warm workers) #{n + 1}", server, config, rows,
                                         "ray", options))
     return fanout_report(runs, warm, rows, latency, args)
+
+
+def executor_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``workers`` / ``rows_per_chunk`` overrides from the command line (default: adaptive)."""
+    options: dict[str, Any] = {}
+    if args.workers:
+        options["workers"] = args.workers
+    if args.rows_per_chunk:
+        options["rows_per_chunk"] = args.rows_per_chunk
+    return options
 
 
 def part_rate(args: argparse.Namespace) -> str:
@@ -264,7 +274,8 @@ def part_rate(args: argparse.Namespace) -> str:
             measure_run("ray warm-up (not reported)", server, resources(server), 100, "ray",
                         {"limits_namespace": "bench-ray-rate-warmup"})
             for name, f in variants:
-                options = {"limits_namespace": f"bench-ray-rate-{name}"}
+                options = {"limits_namespace": f"bench-ray-rate-{name}",
+                           **executor_options(args)}
                 # Start this variant's limiter actors (a new process each: ~1-3 s on this
                 # box, paid once per Ray session and set of limits), then let buckets refill.
                 measure_run(f"ray limiter warm-up {name} (not reported)", server,
@@ -309,7 +320,8 @@ HEADERS = ["run", "wall s", "wall / limit", "wall / local", "observed latency ms
 def _cluster_line(args: argparse.Namespace) -> str:
     return (f"- cluster: `ray.cluster_utils.Cluster`, head + 2 worker nodes, num_cpus="
             f"{args.cpus_per_node} each, health checks 500 ms x 3, all on this machine; "
-            "driver = this process; RowWorker actors reserve 0.1 CPU each")
+            "driver = this process; RowWorker actors reserve 0.1 CPU each; executor_options "
+            f"{executor_options(args) or '(defaults: adaptive workers and chunks)'}")
 
 
 def fanout_report(runs: list[Run], warm: Run, rows: int, latency: float,
@@ -405,7 +417,7 @@ def write_part(key: str, body: str) -> None:
     text = RESULTS_RAY.read_text() if RESULTS_RAY.exists() else ""
     found = dict(re.findall(r"<!-- part:(\w+) -->\n(.*?)<!-- /part -->\n", text, re.S))
     found[key] = body.strip() + "\n"
-    order = [k for k in ("fanout", "rate") if k in found]
+    order = [k for k in ("fanout", "rate", "notes") if k in found]
     head = ("# plait_ray benchmarks (issue 4: performance on a Ray cluster)\n\n"
             "Written by `bench/bench_ray_fanout.py`, each part replacing its own section. The "
             "box is shared (2 cores): every row records the load average at its end.\n\n")
@@ -424,6 +436,9 @@ def main() -> None:
     parser.add_argument("--server-rate-smart", type=float, default=100.0)
     parser.add_argument("--cpus-per-node", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--workers", type=int, help="executor_options['workers']")
+    parser.add_argument("--rows-per-chunk", type=int,
+                        help="executor_options['rows_per_chunk']")
     parser.add_argument("--skip-local", action="store_true")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
