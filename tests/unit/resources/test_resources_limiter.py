@@ -161,9 +161,12 @@ def test_aimd_halves_once_per_episode_and_recovers():
     asyncio.run(clock.advance(1.0))
     permits.on_rate_limited(None)
     assert permits.effective_rate_per_min == pytest.approx(150)
-    for _ in range(10):
+    for _ in range(10):  # many successes at one instant regain nothing...
         permits.on_success()
-    assert permits.effective_rate_per_min == pytest.approx(150 + 10 * 6)  # +1% of 600 each
+    assert permits.effective_rate_per_min == pytest.approx(150)
+    asyncio.run(clock.advance(2.0))
+    permits.on_success()  # ...time does: +5% of the configured 600/min per second
+    assert permits.effective_rate_per_min == pytest.approx(150 + 2 * 0.05 * 600)
     asyncio.run(clock.advance(30.0))
     permits.on_success()
     assert permits.effective_rate_per_min == pytest.approx(600)
@@ -186,6 +189,7 @@ def test_429_without_configured_rate_derives_one_and_later_removes_it():
         assert derived is not None
         # observed ~20-40/s over the 1-2 s window, times 0.95
         assert 19 * 60 <= derived <= 38 * 60
+        await clock.advance(0.5)
         permits.on_success()
         assert permits.effective_rate_per_min is not None
         assert permits.effective_rate_per_min > derived
@@ -210,7 +214,7 @@ def test_refused_requests_and_too_little_data_derive_no_rate():
     run(main())
 
 
-def test_429_within_the_episode_caps_regrowth_at_the_observed_rate():
+def test_lowered_rate_regrows_with_time_not_with_request_count():
     async def main():
         clock = FakeClock(start=10.0)
         permits = LocalPermitSource(None, None, None, clock)
@@ -221,11 +225,12 @@ def test_429_within_the_episode_caps_regrowth_at_the_observed_rate():
         permits.on_rate_limited(0.01)
         derived = permits.effective_rate_per_min
         assert derived == pytest.approx(0.95 * 100 * 60, rel=0.05)
-        for _ in range(70):  # compounding +1% per success overshoots what is accepted...
+        for _ in range(500):  # a burst of successes does not overshoot the server
             permits.on_success()
-        assert permits.effective_rate_per_min > 1.9 * derived
-        permits.on_rate_limited(0.01)  # ...until a 429 in the same episode caps it there:
-        assert permits.effective_rate_per_min == pytest.approx(170 * 60)  # 170 in 1.0 s
+        assert permits.effective_rate_per_min == pytest.approx(derived)
+        await clock.advance(1.0)
+        permits.on_success()
+        assert permits.effective_rate_per_min == pytest.approx(derived * 1.05)
 
     run(main())
 
