@@ -18,9 +18,12 @@
   limit, so halving blindly would waste half of it. With no configured rate, a 429 derives
   one from that observed rate once there is enough of it (0.5 s of activity, 5 successes);
   before that, 429s only pause. Only successes count: refused requests return at once and
-  would inflate the estimate. ``on_success`` adds back 1% of the configured rate per
-  success (1% of the current rate when derived); after ``recovery_period`` seconds without
-  a 429 the configured rate is restored (or a derived limit removed).
+  would inflate the estimate. A lowered rate regrows with time, 5% of the configured (or
+  current, when derived) rate per second without a 429: growth per success would scale with
+  the request rate and overshoot a busy endpoint at once. After ``recovery_period`` (3 s)
+  without a 429 the configured rate is restored (or a derived limit removed): an isolated 429
+  costs seconds, not the rest of the run, while a rate set above what the server accepts
+  keeps drawing 429s and so stays adaptive.
 
 Fast path (free slot, budget available, no pause, no waiters): no task, no future, a few
 attribute updates.
@@ -99,7 +102,7 @@ class LocalPermitSource:
         tokens_per_min: float | None = None,
         clock: Clock | None = None,
         *,
-        recovery_period: float = 30.0,
+        recovery_period: float = 3.0,
     ) -> None:
         self._clock: Clock = clock or MonotonicClock()
         now = self._clock.now()

@@ -42,7 +42,7 @@ class LimiterLimits:
     rate_limit: float | None
     tokens_per_minute: float | None
     lease_ttl: float = 6.0
-    recovery_period: float = 30.0
+    recovery_period: float = 3.0
 
 
 @dataclass(frozen=True, slots=True)
