@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,8 +47,19 @@ class RunReport:
     failed: int = 0
     resumed: int = 0
     endpoints: dict[str, dict[str, Any]] = field(default_factory=dict[str, dict[str, Any]])
-    summary: RunSummary | None = None
     profile_path: Path | None = None
+    _summarize: Callable[[], RunSummary] | None = field(default=None, repr=False)
+    _summary: RunSummary | None = field(default=None, repr=False)
+
+    @property
+    def summary(self) -> RunSummary | None:
+        """With ``profile=True``: utilisation, bubbles and latency percentiles.
+
+        Computed on first access, so a run that never reads it does not pay for it.
+        """
+        if self._summary is None and self._summarize is not None:
+            self._summary, self._summarize = self._summarize(), None
+        return self._summary
 
     def to_dict(self) -> dict[str, Any]:
         """The report as JSON-able data."""
@@ -107,8 +119,9 @@ class RunObserver:
                 self.profiler.extend(extra())
             limits = {alias: getattr(cfg, "max_concurrent", None)
                       for alias, cfg in self.settings.resources.endpoints.items()}
-            report.summary = summarize(self.profiler.events, max_concurrent=limits,
-                                       wall_time=wall_time, endpoint_stats=report.endpoints)
+            events, stats = self.profiler.events, report.endpoints
+            report._summarize = lambda: summarize(  # pyright: ignore[reportPrivateUsage]
+                events, max_concurrent=limits, wall_time=wall_time, endpoint_stats=stats)
             path = self.settings.profile_path or DEFAULT_PROFILE_PATH
             report.profile_path = self.profiler.write(path)
         object.__setattr__(self.module, "last_run", report)
