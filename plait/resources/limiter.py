@@ -177,7 +177,10 @@ class LocalPermitSource:
             self._requests = _Bucket(max(_MIN_RATE, observed * _OBSERVED_FRACTION), now)
         else:
             rate = bucket.rate
-            lowered = max(rate * _DECREASE, min(rate, observed) * _OBSERVED_FRACTION)
+            if observed:
+                lowered = max(rate * _DECREASE, min(rate, observed) * _OBSERVED_FRACTION)
+            else:  # too little seen (start of a run): the pause is the remedy; trim lightly
+                lowered = rate * _OBSERVED_FRACTION
             bucket.set_rate(max(_MIN_RATE, lowered), now)
         self._last_decrease = now
 

@@ -119,7 +119,7 @@ def test_429_on_one_worker_pauses_and_slows_another() -> None:
         # its next refill sees the cluster-wide pause.
         waits = [(await drive(clock, b.acquire(1))).rate_wait for _ in range(4)]
         assert clock.now() - start >= 1.9 and max(waits) >= 1.9
-        assert core.stats()["rate_per_min"] == 3000
+        assert core.stats()["rate_per_min"] == 5700  # trimmed (no acceptance observed yet)
     run(main)
 
 

@@ -151,22 +151,22 @@ def test_429_pauses_every_acquisition():
     run(main())
 
 
-def test_aimd_halves_once_per_episode_and_recovers():
+def test_aimd_cuts_once_per_episode_and_recovers():
     clock = FakeClock()
     permits = LocalPermitSource(None, 600, None, clock, recovery_period=30.0)
-    permits.on_rate_limited(None)
-    assert permits.effective_rate_per_min == pytest.approx(300)
+    permits.on_rate_limited(None)  # nothing observed yet: the pause is the remedy, trim 5%
+    assert permits.effective_rate_per_min == pytest.approx(570)
     permits.on_rate_limited(None)  # same overload episode: no second decrease
-    assert permits.effective_rate_per_min == pytest.approx(300)
+    assert permits.effective_rate_per_min == pytest.approx(570)
     asyncio.run(clock.advance(1.0))
     permits.on_rate_limited(None)
-    assert permits.effective_rate_per_min == pytest.approx(150)
+    assert permits.effective_rate_per_min == pytest.approx(541.5)
     for _ in range(10):  # many successes at one instant regain nothing...
         permits.on_success()
-    assert permits.effective_rate_per_min == pytest.approx(150)
-    asyncio.run(clock.advance(2.0))
+    assert permits.effective_rate_per_min == pytest.approx(541.5)
+    asyncio.run(clock.advance(1.0))
     permits.on_success()  # ...time does: +5% of the configured 600/min per second
-    assert permits.effective_rate_per_min == pytest.approx(150 + 2 * 0.05 * 600)
+    assert permits.effective_rate_per_min == pytest.approx(541.5 + 0.05 * 600)
     asyncio.run(clock.advance(30.0))
     permits.on_success()
     assert permits.effective_rate_per_min == pytest.approx(600)
