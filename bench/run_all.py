@@ -1,4 +1,4 @@
-"""Run every issue-2 benchmark in turn; each replaces its section of bench/RESULTS.md.
+"""Run every benchmark in turn; each writes its section of bench/RESULTS.md or its file.
 
 Usage: .venv/bin/python bench/run_all.py [--quick] [--only headline,fanout,...]
 
@@ -17,7 +17,9 @@ import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-ORDER = ["headline", "fanout", "ratelimited", "memory"]
+ORDER = ["headline", "fanout", "ratelimited", "memory", "overheads", "ray_fanout",
+         "ray_dataset", "leases", "local_model", "autobatch", "client_cpu"]
+EXTRA_ARGS = {"overheads": ["--write"]}
 
 
 def main() -> int:
@@ -30,7 +32,7 @@ def main() -> int:
     for name in chosen:
         if name not in ORDER:
             parser.error(f"unknown bench {name!r}; choose from {ORDER}")
-        cmd = [sys.executable, str(BENCH / f"bench_{name}.py")]
+        cmd = [sys.executable, str(BENCH / f"bench_{name}.py"), *EXTRA_ARGS.get(name, [])]
         if name == "memory" and args.quick:
             cmd += ["--sizes", "2000,10000", "--no-list"]
         print(f"\n=== {name}: {' '.join(cmd[1:])} (load {os.getloadavg()[0]:.2f})", flush=True)
