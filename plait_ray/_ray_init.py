@@ -24,7 +24,7 @@ import ray
 
 from plait.errors import ConfigError, PlaitError
 
-__all__ = ["RayConnectionError", "ensure_ray", "ray_api"]
+__all__ = ["RayConnectionError", "ensure_ray", "ray_api", "ray_session_key"]
 
 ray_api: Any = ray
 """``ray`` itself, typed loosely: its stubs leave parts Unknown, which pyright strict rejects."""
@@ -62,3 +62,12 @@ def ensure_ray(options: Mapping[str, Any]) -> None:
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"Invalid Ray options {sorted(kwargs)} in executor_options: {exc}"
                           ) from exc
+
+
+def ray_session_key() -> str:
+    """Identifies the connected Ray session (state kept per session must not outlive it).
+
+    Job ids restart at ``01000000`` in every new local Ray, so the GCS address is part of it.
+    """
+    context = ray_api.get_runtime_context()
+    return f"{context.gcs_address}/{context.get_job_id()}"

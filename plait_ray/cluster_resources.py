@@ -13,13 +13,13 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from plait.resources.config import ResourceConfig
-from plait_ray._ray_init import ray_api
+from plait_ray._ray_init import ray_session_key
 from plait_ray.limits import ensure_limiters
 from plait_ray.replicas import ensure_replica_pools
 
 __all__ = ["hold_cluster_resources"]
 
-# (Ray job id, namespace) -> alias -> handle: held so the actors live as long as the driver.
+# (Ray session, namespace) -> alias -> handle: held so the actors live as long as the driver.
 _HELD: dict[tuple[str, str], dict[str, Any]] = {}
 
 
@@ -40,7 +40,7 @@ def hold_cluster_resources(
                getattr(resources[a], "tokens_per_minute", None)) for a in names]
     namespace = str(options.get("limits_namespace") or "plait-limits-" + hashlib.sha256(
         repr(limits).encode()).hexdigest()[:10])
-    key = (ray_api.get_runtime_context().get_job_id(), namespace)
+    key = (ray_session_key(), namespace)
     held = _HELD.setdefault(key, {})
     missing = [a for a in names if a not in held]
     if missing:

@@ -24,7 +24,7 @@ from plait.errors import MissingAPIKeyError, PlaitError
 from plait.events import Event
 from plait.execution.contract import Row
 from plait.execution.results import RowResult
-from plait_ray._ray_init import ray_api
+from plait_ray._ray_init import ray_api, ray_session_key
 from plait_ray.limits import leased_permit_factory
 from plait_ray.replica_client import replica_client_factory
 from plait_ray.runtime import (
@@ -211,7 +211,10 @@ class WorkerPool:
         """End every worker of the pool now."""
         handles, self.handles = self.handles, []
         for handle in handles:
-            ray_api.kill(handle, no_restart=True)
+            try:
+                ray_api.kill(handle, no_restart=True)
+            except Exception:  # already gone (its node or Ray session ended): nothing to end
+                pass
 
 
 _POOLS: dict[tuple[str, str], WorkerPool] = {}
@@ -219,7 +222,7 @@ _POOLS: dict[tuple[str, str], WorkerPool] = {}
 
 def worker_pool(pipeline: str) -> WorkerPool:
     """The warm pool of ``pipeline`` for the current Ray session (made on first use)."""
-    session = ray.get_runtime_context().get_job_id()
+    session = ray_session_key()
     for key in [k for k in _POOLS if k[0] != session]:
         del _POOLS[key]  # a pool of an earlier ray.init(): its actors are gone
     key = (session, pipeline)
