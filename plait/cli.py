@@ -110,7 +110,7 @@ def _run(args: argparse.Namespace) -> DatasetSummary:
         dataset: Any = importlib.import_module("plait_ray.dataset")
     except ImportError as exc:
         raise ConfigError("Executor 'ray' needs plait_ray. Install it with: pip install "
-                          f"'plait[ray]' ({exc})") from exc
+                          f"'pyplait[ray]' ({exc})") from exc
     # Workers cannot import a pipeline file loaded by path: ship its code with the pipeline.
     cloudpickle.register_pickle_by_value(source)
     options: dict[str, Any] = {"address": args.address} if args.address else {}
