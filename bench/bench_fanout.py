@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import subprocess
-import sys
 from typing import Any
 
 from common import (
@@ -35,6 +33,7 @@ from common import (
     header_lines,
     measure,
     peak_rss_mb,
+    run_child,
     server_settings,
     table,
     write_section,
@@ -146,15 +145,6 @@ def child(variant: str, url: str, rows: int) -> None:
                       "latency": seen}))
 
 
-def run_child(variant: str, url: str, rows: int) -> dict[str, Any]:
-    """Run ``variant`` in a fresh interpreter and return its JSON line."""
-    out = subprocess.run(
-        [sys.executable, __file__, "--child", variant, "--url", url, "--rows", str(rows)],
-        check=True, stdout=subprocess.PIPE, text=True,
-    ).stdout
-    return json.loads(out.strip().splitlines()[-1])
-
-
 # --- parent --------------------------------------------------------------------------------------
 
 def main() -> None:
@@ -179,7 +169,7 @@ def main() -> None:
             if only and variant not in only:
                 continue
             server.reset_stats()
-            result = run_child(variant, server.openai_base_url, rows)
+            result = run_child(__file__, variant, server.openai_base_url, rows)
             stats = server.stats()
             result["max_fast"] = stats.max_in_flight_by_model.get(FAST_MODEL, 0)
             result["max_smart"] = stats.max_in_flight_by_model.get(SMART_MODEL, 0)
@@ -192,7 +182,7 @@ def main() -> None:
     for variant in FAKE_VARIANTS:
         if only and variant not in only:
             continue
-        measured[variant] = run_child(variant, "http://unused/v1", rows)
+        measured[variant] = run_child(__file__, variant, "http://unused/v1", rows)
         print(f"{variant:16} wall {measured[variant]['wall']:.3f}s  "
               f"cpu {measured[variant]['cpu']:.3f}s", flush=True)
     body = report(measured, rows, latency, limit, calls)

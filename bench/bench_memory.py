@@ -18,8 +18,6 @@ import argparse
 import asyncio
 import gc
 import json
-import subprocess
-import sys
 from typing import Any
 
 from bench_fanout import resources
@@ -30,6 +28,7 @@ from common import (
     header_lines,
     measure,
     peak_rss_mb,
+    run_child,
     server_settings,
     table,
     write_section,
@@ -62,14 +61,6 @@ def child(mode: str, url: str, rows: int) -> None:
                       "rss_at_start": baseline}))
 
 
-def run_child(mode: str, url: str, rows: int) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, __file__, "--child", mode, "--url", url, "--rows", str(rows)],
-        check=True, stdout=subprocess.PIPE, text=True,
-    ).stdout
-    return json.loads(out.strip().splitlines()[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="10000,100000")
@@ -85,7 +76,7 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     runs: list[tuple[str, str, int, dict[str, Any]]] = []
     with LLMServer.spawn(**server_settings(0.05)) as server:
-        r = run_child("list", server.openai_base_url, 1000)
+        r = run_child(__file__, "list", server.openai_base_url, 1000)
         runs.append(("list, await", "50 ms", 1000, r))
         print(f"list 1000 @50ms: {r['rss']:.0f} MB", flush=True)
     with LLMServer.spawn(**server_settings(0.0)) as server:
@@ -93,7 +84,7 @@ def main() -> None:
             if mode == "list" and args.no_list:
                 continue
             for rows in sizes:
-                r = run_child(mode, server.openai_base_url, rows)
+                r = run_child(__file__, mode, server.openai_base_url, rows)
                 label = "generator, async for" if mode == "stream" else "list, await"
                 runs.append((label, "0 ms", rows, r))
                 print(f"{mode} {rows} @0ms: {r['rss']:.0f} MB in {r['wall']:.1f}s", flush=True)

@@ -8,10 +8,12 @@ replaces its own section of ``bench/RESULTS.md``.
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import re
 import resource
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -113,6 +115,15 @@ def _cpu() -> float:
 def peak_rss_mb() -> float:
     """Peak resident set size of this process so far, in MB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_child(script: str, mode: str, url: str, rows: int) -> dict[str, Any]:
+    """Run ``script --child mode`` in a fresh interpreter; return the JSON line it prints."""
+    out = subprocess.run(
+        [sys.executable, script, "--child", mode, "--url", url, "--rows", str(rows)],
+        check=True, stdout=subprocess.PIPE, text=True,
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def load_average() -> str:
