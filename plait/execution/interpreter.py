@@ -11,15 +11,17 @@ import asyncio
 import importlib
 import inspect
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from plait.clients.base import LLMRequest, Usage
-from plait.errors import NodeExecutionError, PlaitError, TraceError
+from plait.errors import NodeExecutionError, TraceError
 from plait.events import Event, EventSink
 from plait.graph import FormatField, GraphNode, InferenceGraph, Ref
-from plait.module import Module
-from plait.tracing.proxy import SENTINEL_CHARS
+
+if TYPE_CHECKING:
+    from plait.module import Module
 
 __all__ = ["Interpreter", "Router", "RowOutcome", "resolve_import_path"]
 
@@ -158,56 +160,71 @@ class Interpreter:
         outstanding = [n]
         events = self.events
         started = time.perf_counter()
-
-        def complete(i: int, value: Any) -> None:
-            values[i] = value
-            outstanding[0] -= 1
-            for j in self._nodes[i].dependents:
-                remaining[j] -= 1
-                if remaining[j] == 0:
-                    start(j)
-            if outstanding[0] == 0 and not done.done():
-                done.set_result(None)
+        nodes = self._nodes
+        # Nodes whose inputs are all known, not yet started. The scheduler is a loop over this
+        # queue, never a recursion per node: a chain of 10,000 string steps is 10,000
+        # iterations, not 10,000 nested calls (which would overflow the stack).
+        ready: deque[int] = deque(self._roots)
 
         def fail(c: _Compiled, exc: BaseException) -> None:
             if not done.done():
                 done.set_exception(_node_error(c.node, exc))
 
-        def start(i: int) -> None:
-            if done.done():
-                return
-            c = self._nodes[i]
-            if preset is not None and c.node.id in preset:
-                complete(i, preset[c.node.id])
-                return
-            if c.is_async:
-                task = loop.create_task(self._run_async(c, values, args, kwargs, row, usage,
-                                                        on_node))
-                tasks.add(task)
-                task.add_done_callback(lambda t, c=c: finished(t, c))
-                return
-            try:
-                value = self._run_sync(c, values, args, kwargs)
-            except Exception as exc:
-                fail(c, exc)
-                return
-            complete(i, value)
+        def complete(i: int, value: Any) -> None:
+            values[i] = value
+            outstanding[0] -= 1
+            for j in nodes[i].dependents:
+                remaining[j] -= 1
+                if remaining[j] == 0:
+                    ready.append(j)
+
+        def drain() -> None:
+            # Runs every ready synchronous node and launches the asynchronous ones.
+            while ready and not done.done():
+                i = ready.popleft()
+                c = nodes[i]
+                if preset is not None and c.node.id in preset:
+                    complete(i, preset[c.node.id])
+                elif c.is_async:
+                    task = loop.create_task(self._run_async(c, values, args, kwargs, row, usage,
+                                                            on_node))
+                    tasks.add(task)
+                    task.add_done_callback(lambda t, c=c: finished(t, c))
+                else:
+                    try:
+                        value = self._run_sync(c, values, args, kwargs)
+                    except Exception as exc:
+                        fail(c, exc)
+                        return
+                    complete(i, value)
+            if outstanding[0] == 0 and not done.done():
+                done.set_result(None)
 
         def finished(task: asyncio.Task[Any], c: _Compiled) -> None:
+            # A done-callback must never raise: the loop would only log it and the row would
+            # wait forever. Any failure here ends the row instead.
             tasks.discard(task)
-            if task.cancelled():
+            if done.done():
                 return
-            exc = task.exception()
-            if exc is not None:
-                fail(c, exc)
-            else:
+            if task.cancelled():  # cancelled by someone else: the row cannot finish
+                done.cancel()
+                return
+            try:
+                exc = task.exception()
+                if exc is not None:
+                    fail(c, exc)
+                    return
                 complete(c.index, task.result())
+                drain()
+            except Exception as exc:  # handed to the row's awaiter
+                fail(c, exc)
 
         try:
-            if n == 0:
-                done.set_result(None)
-            for i in self._roots:
-                start(i)
+            try:
+                drain()
+            except Exception as exc:  # same contract as in finished()
+                if not done.done():
+                    done.set_exception(exc)
             await done
         finally:
             for task in tasks:
@@ -266,8 +283,6 @@ class Interpreter:
                 f"The prompt is a {type(prompt).__name__}, not a string. Format structured "
                 "values into text first, e.g. with an f-string or plait.functional.to_json."
             )
-        if SENTINEL_CHARS.intersection(prompt):
-            raise TraceError("A traced placeholder leaked into this prompt; please report it.")
         module = c.fn
         request = module.build_request(prompt)
         events = self.events
@@ -334,15 +349,17 @@ def _format(segments: tuple[str | FormatField, ...], args: tuple[Any, ...]) -> s
 
 
 def _node_error(node: GraphNode, exc: BaseException) -> BaseException:
-    if isinstance(exc, NodeExecutionError):
-        return exc
-    if isinstance(exc, PlaitError | Exception):
-        module_path = node.target if node.kind in ("llm", "module") else node.module_path
-        return NodeExecutionError(
-            node_id=node.id, module_path=module_path, module_type=node.module_type,
-            alias=node.alias, source=node.source, cause=exc,
-        )
-    return exc
+    if isinstance(exc, NodeExecutionError) or not isinstance(exc, Exception):
+        return exc  # already attributed, or KeyboardInterrupt/CancelledError: passed through
+    module_path = node.target if node.kind in ("llm", "module") else node.module_path
+    err = NodeExecutionError(
+        node_id=node.id, module_path=module_path, module_type=node.module_type,
+        alias=node.alias, source=node.source, cause=exc,
+    )
+    # The original exception (with the user's frames in its traceback) is the cause, so the
+    # printed traceback shows the line in the user's leaf module or op that failed.
+    err.__cause__ = exc
+    return err
 
 
 def resolve_import_path(target: str) -> Callable[..., Any]:
