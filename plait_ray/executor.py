@@ -7,14 +7,17 @@ Two lowerings, chosen per call:
   1,000 tasks/s and 1,500 actor calls/s, while one worker alone makes thousands of LLM calls
   per second against a fast endpoint: one Ray call per LLM call would cap throughput, one
   per chunk keeps Ray's cost per row at ``~0.7 ms / rows_per_chunk``.
-- **A single call** becomes Ray tasks, one per LLM node, linked by object refs
-  (``plait_ray.lowering``), so independent branches run on different workers and the
-  dashboard shows the pipeline's structure.
+- **A single call** is interpreted on the driver (every node once), and each LLM call is a
+  call named ``plait:<module path>`` on a warm worker (``plait_ray.lowering``), so
+  independent branches run on different workers and the dashboard shows the pipeline's
+  structure.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import itertools
 import math
 import uuid
@@ -30,7 +33,9 @@ from plait.execution.settings import ResolvedSettings
 from plait.graph import InferenceGraph
 from plait_ray._ray_init import ensure_ray, ray_api
 from plait_ray.cluster_resources import hold_cluster_resources
-from plait_ray.lowering import NodeTaskRunner
+from plait_ray.limits import LimiterUnavailableError
+from plait_ray.limits.caps import call_caps
+from plait_ray.lowering import NodeCallRouter, run_single_row
 from plait_ray.runtime import RuntimeOptions, merge_stats
 from plait_ray.worker import (
     ChunkResult,
@@ -50,7 +55,8 @@ OPTIONS = {
     "num_cpus": "CPUs of a local Ray started by plait",
     "workers": "row worker actors for batches (default: the cluster's CPUs, at most 8)",
     "rows_per_chunk": "rows per Ray call to a worker (default: adaptive, 1..16)",
-    "single_call": "'tasks' (one Ray task per LLM node, default) or 'rows' (a worker actor)",
+    "single_call": "'tasks' (each LLM call a named call on a worker, default) or 'rows' "
+                   "(the whole row on one worker actor)",
     "limits_namespace": "Ray namespace of the cluster-wide limiter actors (default: derived "
                         "from the endpoints' limits)",
 }
@@ -156,36 +162,77 @@ class RayExecutor:
         ensure_ray(options)
         namespace = hold_cluster_resources(job.settings.resources, job.graph.aliases(), options)
         single = isinstance(job.rows, list) and len(job.rows) == 1  # pyright: ignore[reportUnknownArgumentType]
+        self._events = []
         if single and options.get("single_call", "tasks") == "tasks":
-            runner = NodeTaskRunner(job, namespace=namespace)
-            try:
-                yield await runner.run()
-            finally:
-                self._stats, self._events = runner.stats, runner.events
+            async for result in self._run_single(job, namespace):
+                yield result
             return
         async for result in self._run_chunks(job, namespace):
             yield result
+
+    async def _run_single(self, job: Job, namespace: str) -> AsyncIterator[RowResult]:
+        cpus = float(ray_api.cluster_resources().get("CPU", 1))
+        calls = max(1, len(job.graph.llm_nodes()))
+        workers = min(plan_chunks(job.settings, job.graph, None, cpus).workers, calls)
+        # The driver's interpreter holds the global cap (every call passes through it).
+        options = RuntimeOptions(max_inflight=1, record=False)
+        async with self._loaded(job, namespace, workers, options) as (handles, job_id):
+            names = {n.id: n.target for n in job.graph.llm_nodes()}
+            router = NodeCallRouter(handles, job_id, names, self._events)
+            yield await run_single_row(job, router)
 
     async def _run_chunks(self, job: Job, namespace: str) -> AsyncIterator[RowResult]:
         total = len(job.rows) if isinstance(job.rows, list) else None  # pyright: ignore[reportUnknownArgumentType]
         cpus = float(ray_api.cluster_resources().get("CPU", 1))
         plan = plan_chunks(job.settings, job.graph, total, cpus)
-        pool = worker_pool(type(job.module).__name__)
-        handles = pool.ensure(plan.workers)
-        payload = JobPayload(
-            job.module, job.graph, job.settings.resources,
-            RuntimeOptions.from_settings(job.settings, record=job.record, workers=plan.workers),
-            plan.workers, namespace, job.events is not None)
-        payload_ref = ray_api.put(payload)  # shipped once per worker, not per chunk
-        job_id = uuid.uuid4().hex
-        self._events = []
-        try:
-            await _load(handles, job_id, payload_ref)
+        # The global cap is leased from one limiter for the call (exact), not split.
+        options = dataclasses.replace(RuntimeOptions.from_settings(
+            job.settings, record=job.record, workers=plan.workers), max_concurrent=None)
+        cap = job.settings.max_concurrent
+        async with self._loaded(job, namespace, plan.workers, options,
+                                cap) as (handles, job_id):
             async for result in _Dispatch(job, plan, handles, job_id, self._events).run():
                 yield result
+
+    @contextlib.asynccontextmanager
+    async def _loaded(self, job: Job, namespace: str, workers: int, options: RuntimeOptions,
+                      cap: int | None = None) -> AsyncIterator[tuple[list[Any], str]]:
+        """``workers`` warm row workers with the job loaded; unloaded (stats kept) on exit.
+
+        With ``cap``, the workers lease the call's global ``max_concurrent`` from the
+        session's ``CallCapsActor``.
+        """
+        pool = worker_pool(type(job.module).__name__)
+        handles = pool.ensure(workers)
+        job_id = uuid.uuid4().hex
+        caps = call_caps(namespace) if cap is not None else None
+        payload = JobPayload(job.module, job.graph, job.settings.resources, options, workers,
+                             namespace, job.events is not None, cap, caps)
+        payload_ref = ray_api.put(payload)  # shipped once per worker, not per chunk
+        try:
+            if caps is not None:
+                await _open_cap(caps, job_id, cap)
+            await _load(handles, job_id, payload_ref)
+            yield handles, job_id
         finally:
             parts = await _unload(handles, job_id, pool)
             self._stats = merge_stats(parts)
+            if caps is not None:
+                caps.close.remote(job_id)
+
+
+async def _open_cap(caps: Any, job_id: str, cap: int) -> None:
+    try:
+        await asyncio.wait_for(_await(caps.open.remote(job_id, cap)), _UNLOAD_TIMEOUT)
+    except (TimeoutError, ray_api.exceptions.RayActorError) as exc:
+        raise LimiterUnavailableError(
+            f"The actor holding max_concurrent={cap} for this call did not start "
+            f"({type(exc).__name__}: {exc}); check the Ray logs, or run without "
+            "max_concurrent.") from exc
+
+
+async def _await(ref: Any) -> Any:
+    return await ref
 
 
 async def _load(handles: list[Any], job_id: str, payload_ref: Any) -> None:

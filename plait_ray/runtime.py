@@ -17,15 +17,16 @@ import pickle
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from plait.clients.base import Usage
+from plait.clients.base import LLMRequest, Usage
 from plait.errors import PlaitError
 from plait.events import Event
 from plait.execution.contract import Row
-from plait.execution.interpreter import Interpreter
+from plait.execution.interpreter import Interpreter, Router
 from plait.execution.results import RowResult
 from plait.resources.manager import ClientFactory, PermitFactory, ResourceManager
+from plait.resources.permits import Permit
 from plait.resources.router import PoolRouter
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EventCollector",
+    "GlobalPermits",
     "NodeRecord",
     "RuntimeOptions",
     "UnpicklableError",
@@ -73,6 +75,22 @@ class RuntimeOptions:
             max_inflight=max(1, math.ceil(settings.inflight_limit() / workers)),
             record=record,
         )
+
+
+class GlobalPermits(Protocol):
+    """Where a runtime takes one permit per LLM request across all aliases."""
+
+    async def acquire(self, tokens: int) -> Permit:
+        """Wait for a permit."""
+        ...
+
+    def release(self, permit: Permit, *, used_tokens: int | None) -> None:
+        """Give the permit back."""
+        ...
+
+    async def aclose(self) -> None:
+        """Stop and give back everything held."""
+        ...
 
 
 class EventCollector:
@@ -124,6 +142,9 @@ class WorkerRuntime:
         permit_factory: Builds each alias's permit source (cluster-leased permits from
             ``plait_ray.limits``); None uses the full limits in this process.
         client_factory: Builds each alias's client (None: plait's default clients).
+        global_permits: One permit per LLM request across all aliases, held for the whole
+            call as the local ``max_concurrent`` is (the call's cluster-wide cap from
+            ``plait_ray.limits.caps``), or None.
 
     Example:
         >>> runtime = WorkerRuntime(module, graph, resources, options=RuntimeOptions())
@@ -141,12 +162,18 @@ class WorkerRuntime:
         events: EventSink | None = None,
         permit_factory: PermitFactory | None = None,
         client_factory: ClientFactory | None = None,
+        global_permits: GlobalPermits | None = None,
     ) -> None:
         self.options = options or RuntimeOptions()
         self.graph = graph
         self.manager = ResourceManager(resources, events=events, permit_factory=permit_factory,
                                        client_factory=client_factory)
-        self.interpreter = Interpreter(graph, module, PoolRouter(self.manager), events=events,
+        self.module = module
+        self.global_permits = global_permits
+        self.router: Router = PoolRouter(self.manager)
+        if global_permits is not None:
+            self.router = _CappedRouter(self.router, global_permits)
+        self.interpreter = Interpreter(graph, module, self.router, events=events,
                                        max_concurrent=self.options.max_concurrent)
         self._slots = asyncio.Semaphore(self.options.max_inflight)
         self._started = False
@@ -184,6 +211,19 @@ class WorkerRuntime:
         return RowResult(index, outcome.output, None, outcome.input_tokens,
                          outcome.output_tokens, time.perf_counter() - started, outcome.values)
 
+    async def call_node(self, node_id: str, request: LLMRequest,
+                        row: int | None) -> tuple[Any, Usage]:
+        """Send LLM node ``node_id``'s ``request`` (built by the driver) through the pools.
+
+        Raises:
+            PlaitError: The call's failure, as the local pool raises it.
+        """
+        node = self.graph.nodes[node_id]
+        module = self.module.get_submodule(node.target)
+        await self.start()
+        return await self.router.complete(node.alias or "", request, parse=module.parse,
+                                          node_id=node_id, row=row)
+
     async def run_rows(
         self,
         rows: Sequence[Row],
@@ -213,7 +253,28 @@ class WorkerRuntime:
 
     async def aclose(self) -> None:
         """Close the clients (in-flight rows should be finished or cancelled first)."""
-        await self.manager.aclose()
+        try:
+            await self.manager.aclose()
+        finally:
+            if self.global_permits is not None:
+                await self.global_permits.aclose()
+
+
+class _CappedRouter:
+    """A router that holds one of ``permits`` around every call (retries included)."""
+
+    def __init__(self, inner: Router, permits: GlobalPermits) -> None:
+        self._inner = inner
+        self._permits = permits
+
+    async def complete(self, alias: str, request: LLMRequest, *, parse: Callable[[str], Any],
+                       node_id: str, row: int | None) -> tuple[Any, Usage]:
+        permit = await self._permits.acquire(0)
+        try:
+            return await self._inner.complete(alias, request, parse=parse, node_id=node_id,
+                                              row=row)
+        finally:
+            self._permits.release(permit, used_tokens=None)
 
 
 def _bind_row(hook: Callable[[int, str, Any, Usage | None], None],

@@ -20,18 +20,21 @@ from typing import TYPE_CHECKING, Any
 
 import ray
 
+from plait.clients.base import LLMRequest, Usage
 from plait.errors import MissingAPIKeyError, PlaitError
 from plait.events import Event
 from plait.execution.contract import Row
 from plait.execution.results import RowResult
 from plait_ray._ray_init import ray_api, ray_session_key
 from plait_ray.limits import leased_permit_factory
+from plait_ray.limits.caps import call_cap_permits
 from plait_ray.replica_client import replica_client_factory
 from plait_ray.runtime import (
     EventCollector,
     NodeRecord,
     RuntimeOptions,
     WorkerRuntime,
+    portable_error,
 )
 
 if TYPE_CHECKING:
@@ -43,6 +46,7 @@ __all__ = [
     "WORKER_CPUS",
     "ChunkResult",
     "JobPayload",
+    "NodeOutcome",
     "RowWorker",
     "WorkerLostError",
     "WorkerPool",
@@ -72,6 +76,9 @@ class JobPayload:
         workers: Workers sharing the job.
         namespace: Namespace of the cluster-wide limiter actors to lease permits from.
         collect_events: Ship profiling events back with each chunk.
+        cap: The call's global ``max_concurrent``, leased from ``caps`` under the job's id
+            (exact over all workers), or None.
+        caps: The ``CallCapsActor`` handle when ``cap`` is set.
     """
 
     module: Module
@@ -81,6 +88,8 @@ class JobPayload:
     workers: int
     namespace: str
     collect_events: bool = False
+    cap: int | None = None
+    caps: Any = None
 
 
 @dataclass
@@ -89,6 +98,16 @@ class ChunkResult:
 
     results: list[RowResult]
     nodes: list[NodeRecord] = field(default_factory=list[NodeRecord])
+    events: list[Event] = field(default_factory=list[Event])
+
+
+@dataclass
+class NodeOutcome:
+    """One LLM call of a single-call job (errors are returned, not raised: clean logs)."""
+
+    value: Any = None
+    error: BaseException | None = None
+    usage: Usage = field(default_factory=Usage)
     events: list[Event] = field(default_factory=list[Event])
 
 
@@ -103,12 +122,16 @@ def worker_key_hint(exc: BaseException) -> BaseException:
 
 
 class _LoadedJob:
-    def __init__(self, payload: JobPayload, index: int) -> None:
+    def __init__(self, job_id: str, payload: JobPayload) -> None:
         self.collector = EventCollector() if payload.collect_events else None
+        cap = None
+        if payload.cap is not None:
+            cap = call_cap_permits(payload.caps, job_id, payload.cap)
         self.runtime = WorkerRuntime(payload.module, payload.graph, payload.resources,
                                      options=payload.options, events=self.collector,
                                      permit_factory=leased_permit_factory(payload.namespace),
-                                     client_factory=replica_client_factory())
+                                     client_factory=replica_client_factory(),
+                                     global_permits=cap)
 
 
 class RowWorker:
@@ -123,7 +146,7 @@ class RowWorker:
         Raises:
             MissingAPIKeyError: The worker's environment lacks an endpoint's key.
         """
-        job = _LoadedJob(payload, index)
+        job = _LoadedJob(job_id, payload)
         try:
             await job.runtime.start()
         except BaseException:
@@ -160,6 +183,20 @@ class RowWorker:
                 task.cancel()
             if running:
                 await asyncio.gather(*running, return_exceptions=True)
+
+    async def call_node(self, job_id: str, node_id: str, request: LLMRequest,
+                        row: int | None) -> NodeOutcome:
+        """Send one LLM node's request of a loaded job (a single call's LLM node)."""
+        job = self._jobs[job_id]
+        try:
+            value, usage = await job.runtime.call_node(node_id, request, row)
+        except Exception as exc:
+            outcome = NodeOutcome(error=portable_error(exc))
+        else:
+            outcome = NodeOutcome(value, usage=usage)
+        if job.collector is not None:
+            outcome.events = job.collector.drain()
+        return outcome
 
     async def unload(self, job_id: str) -> dict[str, dict[str, Any]]:
         """Close the job's clients; return its per-alias stats (empty if never loaded)."""

@@ -7,9 +7,13 @@ event loop, so the ``LimiterCore`` it wraps needs no locks beyond asyncio's.
 It receives numbers only (``LimiterLimits``), never an ``EndpointConfig``: the actor's
 state, arguments and object refs cannot hold an API key. After a crash Ray restarts it
 (``max_restarts=-1``) with fresh state; workers' next sync opens new leases naming the slots
-they hold, so the restart costs them one round trip. Calls are safe to retry after a
-restart (``max_task_retries=-1``): a lease is re-granted from the fresh state, and a
-give-back or 429 report on unknown state is harmless.
+they hold, so the restart costs them one round trip. The restarted state is *fenced*: it
+does not know which slots the dead incarnation's leases hold, so it grants only the slots a
+worker names as its own until every old lease has expired (``lease_ttl``); otherwise the
+first worker to sync would be handed slots still busy elsewhere and the cluster would run
+over its cap. Calls are safe to retry after a restart (``max_task_retries=-1``): a lease is
+re-granted from the fresh state, and a give-back or 429 report on unknown state is
+harmless.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, TypeAlias
 
+import ray
 from ray.actor import ActorHandle
 
 from plait_ray.limits.core import LimiterCore
@@ -37,7 +42,8 @@ class EndpointLimiterActor:
 
     def __init__(self, alias: str, limits: LimiterLimits) -> None:
         self._alias = alias
-        self._core = LimiterCore(limits)
+        restarted = ray.get_runtime_context().was_current_actor_reconstructed
+        self._core = LimiterCore(limits, fenced=restarted)
         self._sweeper: asyncio.Task[None] | None = None
 
     async def lease(self, request: LeaseRequest) -> LeaseGrant:

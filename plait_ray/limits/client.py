@@ -59,14 +59,8 @@ class RayLimiterClient:
 
     async def lease(self, request: LeaseRequest) -> LeaseGrant:
         """Call ``lease`` on the actor, bounded by ``max_wait`` plus a call timeout."""
-        try:
-            ref: Any = self.handle.lease.remote(request)
-            grant = await asyncio.wait_for(_await(ref), request.max_wait + _CALL_TIMEOUT)
-        except (RayActorError, GetTimeoutError, TimeoutError) as exc:
-            raise LimiterUnavailableError(
-                f"Limiter actor '{self._name}' did not answer: {type(exc).__name__}: {exc}"
-            ) from exc
-        return cast(LeaseGrant, grant)
+        ref: Any = self.handle.lease.remote(request)
+        return await call_limiter(ref, request.max_wait, self._name)
 
     def return_slots(self, lease_id: str, slots: tuple[int, ...]) -> None:
         """Submit ``return_slots`` without waiting (a lost call is healed by lease expiry)."""
@@ -83,6 +77,20 @@ class RayLimiterClient:
 
 async def _await(ref: Any) -> Any:
     return await ref
+
+
+async def call_limiter(ref: Any, max_wait: float, name: str) -> LeaseGrant:
+    """Await a limiter's ``lease`` call ``ref``, bounded by ``max_wait`` plus a call timeout.
+
+    Raises:
+        LimiterUnavailableError: The actor died, is restarting, or did not answer in time.
+    """
+    try:
+        grant = await asyncio.wait_for(_await(ref), max_wait + _CALL_TIMEOUT)
+    except (RayActorError, GetTimeoutError, TimeoutError) as exc:
+        raise LimiterUnavailableError(
+            f"Limiter actor '{name}' did not answer: {type(exc).__name__}: {exc}") from exc
+    return cast(LeaseGrant, grant)
 
 
 class CoreLimiterClient:

@@ -78,14 +78,24 @@ class LimiterCore:
     Args:
         limits: The numbers to enforce.
         clock: Time source; ``MonotonicClock()`` if None.
+        fenced: This core replaces a dead one (the actor restarted): leases of the dead
+            core may still hold any slot. Slots are then only *adopted* by the workers that
+            name them, and the rest are granted only once every old lease has expired
+            (``lease_ttl`` from now), so the old generation's in-flight requests never add
+            to the new one's budget.
     """
 
-    def __init__(self, limits: LimiterLimits, clock: Clock | None = None) -> None:
+    def __init__(self, limits: LimiterLimits, clock: Clock | None = None, *,
+                 fenced: bool = False) -> None:
         self._clock: Clock = clock or MonotonicClock()
         now = self._clock.now()
         self.limits = limits
         self.epoch = uuid.uuid4().hex[:12]
-        self._free: list[int] = list(range(limits.max_concurrent or 0))[::-1]
+        slots = list(range(limits.max_concurrent or 0))[::-1]
+        # Fenced slots: possibly held by a lease of the previous generation.
+        self._fenced: set[int] = set(slots) if fenced else set()
+        self._fence_until = now + limits.lease_ttl if fenced else float("-inf")
+        self._free: list[int] = [] if fenced else slots
         self._slot_waiters: deque[tuple[_Lease, asyncio.Future[int]]] = deque()
         self._leases: dict[str, _Lease] = {}
         self._ids = itertools.count(1)
@@ -172,6 +182,11 @@ class LimiterCore:
     def sweep(self) -> int:
         """Expire leases past their TTL, freeing their slots; returns how many expired."""
         now = self._clock.now()
+        if self._fenced and now >= self._fence_until:
+            # Every lease of the previous generation has expired: its slots are free.
+            fenced, self._fenced = self._fenced, set()
+            for slot in sorted(fenced, reverse=True):
+                self._free_slot(slot)
         expired = [lease for lease in self._leases.values() if lease.expires_at <= now]
         for lease in expired:
             del self._leases[lease.lease_id]
@@ -189,6 +204,7 @@ class LimiterCore:
             "leases": len(self._leases),
             "slots_out": (max_concurrent - len(self._free)) if max_concurrent else 0,
             "slot_waiters": len(self._slot_waiters),
+            "slots_fenced": len(self._fenced),
             "rate_per_min": self._governor.effective_rate_per_min,
             "paused_for": max(0.0, self._governor.paused_until - now),
             "limits": {
@@ -212,9 +228,10 @@ class LimiterCore:
         self._leases[lease.lease_id] = lease
         self._counters["leases_created"] += 1
         free = set(self._free)
-        adopted = [slot for slot in req.held_slots if slot in free]
+        adopted = [slot for slot in req.held_slots if slot in free or slot in self._fenced]
         if adopted:
             lease.slots.update(adopted)
+            self._fenced.difference_update(adopted)
             self._free = [slot for slot in self._free if slot not in lease.slots]
         revoked = tuple(slot for slot in req.held_slots if slot not in lease.slots)
         return lease, revoked

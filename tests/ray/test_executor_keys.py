@@ -6,7 +6,6 @@ from ray import cloudpickle
 
 from plait import LLMInference, Module
 from plait.resources.config import OpenAIEndpointConfig, ResourceConfig
-from plait_ray.lowering import fused_subgraph
 from plait_ray.runtime import RuntimeOptions
 from plait_ray.worker import JobPayload
 
@@ -40,11 +39,9 @@ def test_row_worker_payload_has_no_key() -> None:
     assert restored.resources["fast"].api_key is None
 
 
-def test_node_task_arguments_have_no_key() -> None:
-    res = resources()
-    pipeline = Pair().bind(resources=res)
-    graph = pipeline.graph_for(1)
-    subgraph, upstream = fused_subgraph(graph, "second")
-    assert upstream == ["first"]
-    blob = cloudpickle.dumps(((pipeline, res), subgraph, (0, ("x",), {})))
+def test_node_call_arguments_have_no_key() -> None:
+    # A single call ships the job payload (above) and, per LLM node, its request.
+    pipeline = Pair().bind(resources=resources())
+    request = pipeline.first.build_request("again: x")
+    blob = cloudpickle.dumps(("job-id", "second", request, 0))
     assert SECRET.encode() not in blob

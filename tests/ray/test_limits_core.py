@@ -146,3 +146,30 @@ def test_fair_shares_and_quota() -> None:
         a2 = await core.lease(LeaseRequest("a", a.lease_id, demand=4))
         assert b.slots == () and a2.slot_quota == 2
     run(main)
+
+
+def test_fenced_core_grants_no_slot_an_old_lease_may_hold_until_the_ttl() -> None:
+    # After a restart the first worker to sync must not be handed slots another worker of
+    # the dead generation still uses (that ran the cluster 2-3 over a cap of 4).
+    async def main() -> None:
+        clock = FakeClock()
+        core = LimiterCore(LimiterLimits(4, None, None, lease_ttl=5.0), clock, fenced=True)
+        a = await core.lease(LeaseRequest("a", "old-a", held_slots=(0, 1), want_slots=2))
+        assert a.revoked_slots == () and a.slots == ()
+        b = await core.lease(LeaseRequest("b", want_slots=4, demand=4))
+        assert b.slots == ()  # slots 2 and 3 may still be in use by an old lease
+        c = await core.lease(LeaseRequest("c", "old-c", held_slots=(2,)))
+        assert c.revoked_slots == ()  # adopted: its holder named it
+        core.return_slots(c.lease_id, (2,))
+        b = await core.lease(LeaseRequest("b", b.lease_id, want_slots=4, demand=4))
+        assert b.slots == (2,)  # known free: granted at once
+        await clock.advance(3.0)
+        await core.lease(LeaseRequest("a", a.lease_id, held_slots=(0, 1)))
+        b = await core.lease(LeaseRequest("b", b.lease_id, want_slots=4, demand=4))
+        assert b.slots == ()
+        await clock.advance(2.0)
+        core.sweep()  # every old lease has expired: the last unknown slot is free
+        b = await core.lease(LeaseRequest("b", b.lease_id, want_slots=4, demand=4))
+        assert b.slots == (3,)
+        assert core.stats()["slots_out"] == 4 and core.stats()["slots_fenced"] == 0
+    run(main)
