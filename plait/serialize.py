@@ -13,8 +13,9 @@ pydantic BaseModel       {"__pydantic__": "module:QualName", "data": model.model
 exception                {"__error__": {"type": ..., "message": ..., "status": ...}}
 ```
 
-Pydantic models are rebuilt by importing their class by name and validating the dumped data,
-so the class must be importable at module level (not defined inside a function). Exceptions
+Pydantic models are rebuilt only through classes the caller hands in (``models``: for a
+checkpoint, the classes the pipeline itself declares, see :func:`model_registry`), never by
+importing a name found in the data: a file plait reads cannot make it import a module. Exceptions
 are kept as text only (:class:`ErrorInfo`): a stored error is a record of what happened, never
 something to re-raise with its original class. Anything else is refused with a
 :class:`~plait.errors.CheckpointError` naming the type and where it sits in the value; nothing
@@ -24,7 +25,9 @@ is ever pickled.
 from __future__ import annotations
 
 import base64
-import importlib
+import types
+import typing
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -32,7 +35,15 @@ from pydantic import BaseModel, ValidationError
 
 from plait.errors import CheckpointError
 
-__all__ = ["ErrorInfo", "from_jsonable", "jsonable_default", "to_jsonable"]
+__all__ = [
+    "ErrorInfo",
+    "ModelRegistry",
+    "from_jsonable",
+    "jsonable_default",
+    "model_name",
+    "model_registry",
+    "to_jsonable",
+]
 
 _TUPLE = "__tuple__"
 _BYTES = "__bytes__"
@@ -159,8 +170,7 @@ def _encode_model(model: BaseModel) -> dict[str, Any]:
             f"pydantic model {cls.__module__}.{cls.__qualname__} is defined inside a function, "
             "so it could not be re-imported on resume; define it at module level"
         )
-    name = f"{cls.__module__}:{cls.__qualname__}"
-    return {_PYDANTIC: name, "data": model.model_dump(mode="json")}
+    return {_PYDANTIC: model_name(cls), "data": model.model_dump(mode="json")}
 
 
 def _encode_scalar_subclass(value: Any) -> Any:
@@ -179,46 +189,104 @@ def _as_builtin(value: Any) -> Any:
     return tuple(cast("tuple[Any, ...]", value))
 
 
-def from_jsonable(data: Any) -> Any:
+ModelRegistry = Mapping[str, type[BaseModel]]
+"""``"module:QualName"`` -> pydantic class: the only classes :func:`from_jsonable` rebuilds."""
+
+
+def model_name(cls: type[BaseModel]) -> str:
+    """The name a model class is stored under: ``"module:QualName"``."""
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def model_registry(classes: Iterable[Any]) -> dict[str, type[BaseModel]]:
+    """The registry of the pydantic classes in ``classes`` and of every model nested in them.
+
+    Args:
+        classes: Classes or type annotations (``list[Verdict]``, ``Verdict | None``); what is
+            not a pydantic model is skipped.
+
+    Returns:
+        ``"module:QualName"`` -> class, for the classes and the models their fields use.
+    """
+    registry: dict[str, type[BaseModel]] = {}
+    pending: list[Any] = list(classes)
+    while pending:
+        item = pending.pop()
+        if isinstance(item, type) and issubclass(item, BaseModel):
+            name = model_name(item)
+            if name in registry:
+                continue
+            registry[name] = item
+            pending.extend(field.annotation for field in item.model_fields.values())
+        elif isinstance(item, types.UnionType) or typing.get_origin(item) is not None:
+            pending.extend(typing.get_args(item))
+    return registry
+
+
+def from_jsonable(data: Any, models: ModelRegistry | None = None) -> Any:
     """Turn data made by :func:`to_jsonable` back into the value.
 
     Args:
         data: JSON-decoded data with type tags.
+        models: The pydantic classes that may be rebuilt (see :func:`model_registry`). A
+            ``__pydantic__`` tag naming any other class is refused; nothing is imported.
 
     Returns:
         The value: tuples, bytes and pydantic models rebuilt; errors as :class:`ErrorInfo`.
 
     Raises:
-        CheckpointError: A pydantic class cannot be imported or no longer accepts the data.
+        CheckpointError: A tag is malformed, names a class not in ``models``, or the class no
+            longer accepts the data.
     """
+    try:
+        return _decode(data, models or {})
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        if isinstance(exc, CheckpointError):
+            raise
+        raise CheckpointError(
+            f"A stored value has a malformed type tag ({type(exc).__name__}: {exc}); it was "
+            "not written by plait."
+        ) from None
+
+
+def _decode(data: Any, models: ModelRegistry) -> Any:
     kind = cast("type[object]", type(data))
     if kind is list:
-        return [from_jsonable(item) for item in data]
+        return [_decode(item, models) for item in data]
     if kind is not dict:
         return data
     if len(data) == 1:
         ((key, inner),) = data.items()
         if key == _TUPLE:
-            return tuple(from_jsonable(item) for item in inner)
+            return tuple(_decode(item, models) for item in inner)
         if key == _BYTES:
-            return base64.b64decode(inner)
+            return base64.b64decode(inner, validate=True)
         if key == _DICT:
-            return {from_jsonable(k): from_jsonable(v) for k, v in inner}
+            return {_decode(k, models): _decode(v, models) for k, v in inner}
         if key == _ERROR:
-            return ErrorInfo(str(inner["type"]), str(inner["message"]), inner.get("status"))
+            status = inner.get("status")
+            return ErrorInfo(str(inner["type"]), str(inner["message"]),
+                             status if isinstance(status, int) else None)
     if _PYDANTIC in data:
-        return _decode_model(data[_PYDANTIC], data.get("data"))
-    return {key: from_jsonable(item) for key, item in data.items()}
+        return _decode_model(data[_PYDANTIC], data.get("data"), models)
+    return {key: _decode(item, models) for key, item in data.items()}
 
 
-_class_cache: dict[str, type[BaseModel]] = {}
+def _decode_model(name: Any, payload: Any, models: ModelRegistry) -> BaseModel:
+    if name == "plait.values:Value":  # plait's own container; its payload uses this registry
+        from plait.values import Value
 
-
-def _decode_model(name: str, payload: Any) -> BaseModel:
-    cls = _class_cache.get(name)
+        return Value.from_stored(payload, lambda data: _decode(data, models))
+    cls = models.get(name) if isinstance(name, str) else None
     if cls is None:
-        cls = _import_model(name)
-        _class_cache[name] = cls
+        declared = sorted(models) or "none"
+        raise CheckpointError(
+            f"A stored value is tagged as pydantic model {name!r}, which this pipeline does not "
+            f"declare (declared: {declared}). plait rebuilds models only from classes the "
+            "pipeline names (an LLMInference response_format or a forward() return "
+            "annotation) and never imports a name read from a file. Annotate forward() with "
+            "that model if it is yours, or rerun with resume='fresh'."
+        )
     try:
         return cls.model_validate(payload)
     except ValidationError as exc:
@@ -227,22 +295,6 @@ def _decode_model(name: str, payload: Any) -> BaseModel:
             f"({exc.error_count()} errors). The model changed since the checkpoint was written; "
             "rerun with resume='fresh' to recompute."
         ) from exc
-
-
-def _import_model(name: str) -> type[BaseModel]:
-    module_name, _, qualname = name.partition(":")
-    try:
-        found: Any = importlib.import_module(module_name)
-        for part in qualname.split("."):
-            found = getattr(found, part)
-    except (ImportError, AttributeError) as exc:
-        raise CheckpointError(
-            f"Cannot import pydantic model {name} to restore a checkpointed value. Make the "
-            f"class importable as {module_name}.{qualname}, or rerun with resume='fresh'."
-        ) from exc
-    if not (isinstance(found, type) and issubclass(found, BaseModel)):
-        raise CheckpointError(f"{name} is not a pydantic BaseModel; cannot restore the value.")
-    return found
 
 
 def jsonable_default(value: Any) -> Any:

@@ -5,8 +5,14 @@ A segment is one Arrow IPC file holding the records of one flush of one writer:
 ```
 row_id int64 | kind string ("row", "node", "failed") | node_id string (null for rows)
 value string (JSON from plait.serialize) | input_tokens int64 | output_tokens int64
-schema metadata: plait.format, plait.writer, plait.seq, plait.commit_ns
+input_hash string (hash of the row's inputs: a record serves only a row with equal inputs)
+schema metadata: plait.format, plait.writer, plait.seq, plait.commit_ns, plait.checkpoint
+                 (the manifest's checkpoint_id), plait.checksum (sha256 of the rest)
 ```
+
+The checksum covers the record batch's bytes and the other metadata, so a segment that was
+truncated, edited or copied in from another checkpoint directory is refused with a
+``CheckpointError`` naming the file, never read as records.
 
 Values are JSON text rather than nested Arrow types because node values have no common schema.
 Files are uncompressed so a memory-mapped read of the id columns never touches the values.
@@ -14,7 +20,9 @@ Files are uncompressed so a memory-mapped read of the id columns never touches t
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import json
 import os
 import re
 import secrets
@@ -39,7 +47,7 @@ __all__ = [
     "write_segment",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 SEGMENT_GLOB = "part-*.arrow"
 TEMP_GLOB = ".*.tmp-*"
 _SEGMENT_RE = re.compile(r"^part-(?P<writer>[A-Za-z0-9_.-]+)-(?P<seq>\d+)\.arrow$")
@@ -52,10 +60,11 @@ SCHEMA: Any = pa.schema(
         ("value", pa.string()),
         ("input_tokens", pa.int64()),
         ("output_tokens", pa.int64()),
+        ("input_hash", pa.string()),
     ]
 )
 
-Record = tuple[int, str, str | None, str, int, int]
+Record = tuple[int, str, str | None, str, int, int, str]
 """One buffered record, in SCHEMA's column order."""
 
 
@@ -104,11 +113,18 @@ def _fsync_directory(directory: Path) -> None:
 
 
 def write_segment(
-    path: Path, records: list[Record], *, writer_id: str, seq: int, commit_ns: int
+    path: Path,
+    records: list[Record],
+    *,
+    writer_id: str,
+    seq: int,
+    commit_ns: int,
+    checkpoint_id: str,
 ) -> None:
     """Write ``records`` as one Arrow IPC segment at ``path``, atomically.
 
     ``commit_ns`` orders segments across writers; each writer keeps it increasing with ``seq``.
+    ``checkpoint_id`` ties the segment to its directory's manifest.
     """
     columns: list[Sequence[Any]] = list(zip(*records, strict=True)) if records else []
     metadata = {
@@ -116,18 +132,30 @@ def write_segment(
         "plait.writer": writer_id,
         "plait.seq": str(seq),
         "plait.commit_ns": str(commit_ns),
+        "plait.checkpoint": checkpoint_id,
     }
-    schema = SCHEMA.with_metadata(metadata)
     table = pa.Table.from_arrays(
         [pa.array(column, type=field.type) for column, field in zip(columns, SCHEMA, strict=True)]
         if records
         else [pa.array([], type=field.type) for field in SCHEMA],
-        schema=schema,
+        schema=SCHEMA,
     )
+    metadata["plait.checksum"] = _checksum(table, metadata)
+    schema = SCHEMA.with_metadata(metadata)
+    table = table.replace_schema_metadata(metadata)
     sink = pa.BufferOutputStream()
     with ipc.new_file(sink, schema) as writer:
         writer.write_table(table)
     atomic_write_bytes(path, sink.getvalue().to_pybytes())
+
+
+def _checksum(table: Any, metadata: dict[str, str]) -> str:
+    digest = hashlib.sha256()
+    digest.update(json.dumps({k: v for k, v in metadata.items() if k != "plait.checksum"},
+                             sort_keys=True).encode())
+    for batch in table.combine_chunks().to_batches():
+        digest.update(batch.serialize().to_pybytes())
+    return digest.hexdigest()
 
 
 @dataclass(slots=True)
@@ -142,12 +170,14 @@ class Segment:
         writer_id: Who wrote it.
         seq: The writer's sequence number.
         commit_ns: Wall-clock time of the write; orders segments across writers.
+        checkpoint_id: The manifest id the segment was written for.
     """
 
     path: Path
     writer_id: str
     seq: int
     commit_ns: int
+    checkpoint_id: str = ""
 
     def column(self, name: str) -> list[Any]:
         """One column as Python values."""
@@ -164,32 +194,57 @@ class Segment:
         return (self.commit_ns, self.writer_id, self.seq)
 
 
-def read_segment(path: Path) -> Segment:
-    """Open the segment at ``path``.
+def read_segment(path: Path, checkpoint_id: str | None = None) -> Segment:
+    """Open the segment at ``path`` and verify its checksum.
+
+    Args:
+        path: The segment file.
+        checkpoint_id: The directory's manifest id; a segment of another checkpoint is
+            refused. None accepts any (adopting orphan segments).
 
     Raises:
-        CheckpointError: The file is not a readable segment of a known format version.
+        CheckpointError: The file is not a readable segment of a known format version, its
+            checksum does not match, or it belongs to another checkpoint.
     """
     parsed = parse_segment_name(path.name)
+    choices = (f"Delete {path.name} to drop its records (those rows run again), or rerun "
+               "with resume='fresh' to start the checkpoint over.")
     try:
         table = _read_table(path)
-    except (OSError, pa.ArrowInvalid) as exc:
+        raw_meta: dict[bytes, bytes] = table.schema.metadata or {}
+        meta = {key.decode(): value.decode() for key, value in raw_meta.items()}
+        version = int(meta.get("plait.format", "0"))
+    except (OSError, ValueError, pa.ArrowException) as exc:
         raise CheckpointError(
-            f"Checkpoint segment {path} cannot be read ({exc}). Segments are written "
-            "atomically, so something else changed it; delete that file to drop its records, "
-            "or rerun with resume='fresh'."
-        ) from exc
-    raw_meta: dict[bytes, bytes] = table.schema.metadata or {}
-    meta = {key.decode(): value.decode() for key, value in raw_meta.items()}
-    version = int(meta.get("plait.format", "0"))
+            f"Checkpoint segment {path} cannot be read ({type(exc).__name__}: {exc}). Segments "
+            f"are written atomically, so something else truncated or changed it. {choices}"
+        ) from None
     if version != FORMAT_VERSION or parsed is None:
         raise CheckpointError(
             f"Checkpoint segment {path} has format version {version}; this plait reads "
             f"version {FORMAT_VERSION}. Use the plait version that wrote it, or "
             "resume='fresh'."
         )
+    if table.schema.remove_metadata() != SCHEMA or meta.get("plait.checksum") != _checksum(
+        table, meta
+    ):
+        raise CheckpointError(
+            f"Checkpoint segment {path} fails its checksum: its records were changed after "
+            f"plait wrote them, so none of them is used. {choices}"
+        )
+    owner = meta.get("plait.checkpoint", "")
+    if checkpoint_id is not None and owner != checkpoint_id:
+        raise CheckpointError(
+            f"Checkpoint segment {path} belongs to another checkpoint (id {owner or 'none'}; "
+            f"this directory's manifest.json has {checkpoint_id}): it was copied in or left "
+            f"from another run, and its rows are not adopted. {choices}"
+        )
     writer_id, seq = parsed
-    return Segment(path, writer_id, seq, int(meta.get("plait.commit_ns", "0")))
+    try:
+        commit_ns = int(meta.get("plait.commit_ns", "0"))
+    except ValueError:
+        commit_ns = 0
+    return Segment(path, writer_id, seq, commit_ns, owner)
 
 
 def _read_table(path: Path) -> Any:

@@ -10,7 +10,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
@@ -21,17 +21,19 @@ from plait.checkpoint._files import (
     TEMP_GLOB,
     Record,
     parse_segment_name,
+    read_segment,
     segment_name,
     write_segment,
 )
 from plait.checkpoint._manifest import MANIFEST_NAME, Manifest
 from plait.checkpoint._state import CheckpointState, RowRecord, load_state
 from plait.errors import CheckpointError
-from plait.serialize import ErrorInfo, from_jsonable, to_jsonable
+from plait.serialize import ErrorInfo, ModelRegistry, to_jsonable
 
 __all__ = ["CheckpointStore", "ResumeMode"]
 
 ResumeMode = Literal["auto", "force", "fresh"]
+RowStatus = Literal["done", "changed", "new"]
 _RESUME_MODES = ("auto", "force", "fresh")
 _WRITER_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -56,10 +58,14 @@ class CheckpointStore:
     Args:
         directory: The checkpoint directory (created if missing). Shared by every writer.
         graph_hash: Structural hash of the traced graph.
-        input_fingerprint: :func:`~plait.checkpoint.fingerprint_inputs` of the rows.
+        input_fingerprint: :func:`~plait.checkpoint.fingerprint_inputs` of the rows, or
+            ``"stream"`` when rows are checked one by one as they are read.
         resume: ``"auto"`` resumes when the checkpoint matches and raises otherwise,
-            ``"force"`` resumes even when it does not match, ``"fresh"`` deletes the old
-            records first. Only one process (the driver) may use ``"fresh"``.
+            ``"force"`` resumes even when the pipeline or inputs changed, reusing a row's
+            records only where that row's inputs hash the same (``input_hash``), ``"fresh"``
+            deletes the old records first. Only one process (the driver) may use ``"fresh"``.
+        models: The pydantic classes stored values may be rebuilt as (the pipeline's own,
+            see :func:`plait.serialize.model_registry`); nothing else is ever imported.
         writer_id: Names this writer's segment files; unique per live writer. Default:
             host, pid and a random suffix.
         flush_every: Flush once this many records are buffered.
@@ -88,6 +94,7 @@ class CheckpointStore:
         flush_interval: float = 1.0,
         auto_flush: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        models: ModelRegistry | None = None,
     ) -> None:
         if resume not in _RESUME_MODES:
             raise CheckpointError(
@@ -112,13 +119,14 @@ class CheckpointStore:
         self.flush_interval = flush_interval
         self.auto_flush = auto_flush
         self._clock = clock
+        self._models: ModelRegistry = models or {}
         self._lock = threading.Lock()
         self._buffer: list[Record] = []
         self._last_flush = clock()
         self._next_seq = 0
         self._last_commit_ns = 0
         self._state = CheckpointState()
-        self._done: set[int] = set()
+        self._done: set[tuple[int, str]] = set()
         self._manifest: Manifest | None = None
         self._open = False
 
@@ -138,22 +146,22 @@ class CheckpointStore:
             CheckpointError: The checkpoint belongs to another pipeline or other inputs and
                 ``resume="auto"``; or it cannot be read.
         """
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self._make_directory()
         if self.resume == "fresh":
             self._delete_records()
         manifest = Manifest.read(self.directory)
         if manifest is None:
-            if self.resume == "auto":
-                self._refuse_orphan_segments()
-            manifest = Manifest.new(self.graph_hash, self.input_fingerprint)
+            owner = self._orphan_owner()
+            manifest = Manifest.new(self.graph_hash, self.input_fingerprint, owner)
             manifest.write(self.directory)
         elif (change := manifest.mismatch(self.graph_hash, self.input_fingerprint)) is not None:
             if self.resume != "force":
                 raise CheckpointError(
                     f"Checkpoint {self.directory} does not match this run: {change}. Resuming "
                     "would mix results of different runs. Pass resume='force' to resume "
-                    "anyway (completed rows are kept, not recomputed), or resume='fresh' to "
-                    "delete the old checkpoint and start over."
+                    "anyway (a row's stored results are reused only where that row's inputs "
+                    "are unchanged), or resume='fresh' to delete the old checkpoint and start "
+                    "over."
                 )
             # Adopt the new identity so later runs of this same pipeline resume with "auto".
             manifest = replace(
@@ -163,11 +171,25 @@ class CheckpointStore:
         self._manifest = manifest
         self._next_seq = self._first_free_seq()
         if load:
-            self._state = load_state(self.directory)
-            self._done = set(self._state.done)
+            self._state = load_state(self.directory, manifest.checkpoint_id, self._models)
         self._last_flush = self._clock()
         self._open = True
         return self
+
+    def _make_directory(self) -> None:
+        if self.directory.exists() and not self.directory.is_dir():
+            raise CheckpointError(
+                f"checkpoint_dir {self.directory} is a file, not a directory. Pass a directory "
+                f"path (created if missing), e.g. checkpoint_dir='{self.directory}.ckpt', or "
+                "move the file away."
+            )
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CheckpointError(
+                f"checkpoint_dir {self.directory} cannot be created ({type(exc).__name__}: "
+                f"{exc}). Pass a directory this process can write."
+            ) from None
 
     def _delete_records(self) -> None:
         # Manifest first: a crash midway leaves segments without a manifest, which open()
@@ -177,15 +199,30 @@ class CheckpointStore:
             for path in self.directory.glob(pattern):
                 path.unlink(missing_ok=True)
 
-    def _refuse_orphan_segments(self) -> None:
+    def _orphan_owner(self) -> str | None:
+        # Segments without a manifest: with "auto" they are refused (whose rows are they?);
+        # "force" adopts them, keeping their checkpoint id so they stay readable. Their rows
+        # still serve only rows whose inputs hash the same.
         orphans = sorted(self.directory.glob(SEGMENT_GLOB))
-        if orphans:
+        if not orphans:
+            return None
+        if self.resume == "auto":
             raise CheckpointError(
                 f"Checkpoint {self.directory} has {len(orphans)} segment files (e.g. "
                 f"{orphans[0].name}) but no {MANIFEST_NAME}, so it is unknown which run they "
                 "belong to. Rerun with resume='fresh' to delete them, resume='force' to adopt "
-                "them for this run, or use another directory."
+                "them for this run (only rows whose inputs are unchanged are reused), or use "
+                "another directory."
             )
+        owners = {read_segment(path).checkpoint_id for path in orphans}
+        if len(owners) != 1:
+            raise CheckpointError(
+                f"Checkpoint {self.directory} has no {MANIFEST_NAME} and its segment files "
+                f"come from {len(owners)} different checkpoints, so they cannot be adopted "
+                "together. Rerun with resume='fresh' to delete them, or keep only one "
+                "checkpoint's part-*.arrow files in the directory."
+            )
+        return owners.pop()
 
     def _first_free_seq(self) -> int:
         # Only an explicit, reused writer_id can collide; never overwrite its earlier segments.
@@ -206,11 +243,11 @@ class CheckpointStore:
     # -- reading -----------------------------------------------------------------------------
 
     def completed_row_ids(self) -> frozenset[int]:
-        """Ids of rows completed by earlier runs (as loaded by :meth:`open`)."""
+        """Ids of rows completed by earlier runs, for any inputs (as loaded by :meth:`open`)."""
         return frozenset(self._state.done)
 
     def completed_rows(self) -> dict[int, RowRecord]:
-        """Row id -> stored output and usage, for every row completed by earlier runs.
+        """Row id -> stored output and usage of the latest completed version of every row.
 
         Outputs are read from disk on each call; use :meth:`iter_completed_rows` to stream them.
         Rows recorded by this store since :meth:`open` are not included.
@@ -221,6 +258,16 @@ class CheckpointStore:
         """Yield the rows of :meth:`completed_rows` one at a time, in no particular order."""
         return self._state.iter_rows()
 
+    def read_rows(self, rows: Iterable[tuple[int, str]]) -> Iterator[RowRecord]:
+        """The stored outputs of ``(row id, input hash)`` pairs that are done (others skipped).
+
+        Reads one segment at a time; use it to serve the rows :meth:`row_status` called done.
+        """
+        done = self._state.done
+        wanted = ((row_id, done[row_id][digest]) for row_id, digest in rows
+                  if digest in done.get(row_id, {}))
+        return self._state.iter_rows(wanted)
+
     def failed_rows(self) -> dict[int, ErrorInfo]:
         """Row id -> stored error, for rows that failed in earlier runs and are not done.
 
@@ -229,24 +276,45 @@ class CheckpointStore:
         """
         return self._state.read_failures()
 
-    def is_row_done(self, row_id: int) -> bool:
-        """Whether the row completed in an earlier run or was recorded since :meth:`open`."""
-        return row_id in self._done
+    def is_row_done(self, row_id: int, input_hash: str = "") -> bool:
+        """Whether the row, with these inputs, completed in an earlier run or since :meth:`open`."""
+        return (row_id, input_hash) in self._done or input_hash in self._state.done.get(row_id, {})
 
-    def completed_nodes(self, row_id: int) -> dict[str, Any]:
+    def row_status(self, row_id: int, input_hash: str) -> RowStatus:
+        """Whether a row with these inputs is stored.
+
+        Returns:
+            ``"done"`` (completed for these inputs), ``"changed"`` (records exist only for
+            other inputs: the row's inputs differ from the checkpoint's) or ``"new"``.
+        """
+        if self.is_row_done(row_id, input_hash):
+            return "done"
+        known = self._state.known_hashes(row_id)
+        return "changed" if known and input_hash not in known else "new"
+
+    def completed_nodes(self, row_id: int, input_hash: str = "") -> dict[str, Any]:
         """Node id -> value of the nodes an earlier run completed for a row that is not done.
 
-        Empty for done rows (their output is all a run needs) and for unknown rows.
+        Only nodes recorded for the same inputs (``input_hash``) count. Empty for done rows
+        (their output is all a run needs) and for unknown rows.
+
+        Raises:
+            CheckpointError: A stored value cannot be restored (the message names the file).
         """
-        if row_id in self._done:
+        if self.is_row_done(row_id, input_hash):
             return {}
-        stored = self._state.nodes.get(row_id, {})
-        return {node_id: from_jsonable(json.loads(text)) for node_id, text in stored.items()}
+        return self._state.node_values(row_id, input_hash)
 
     # -- writing -----------------------------------------------------------------------------
 
     def record_node(
-        self, row_id: int, node_id: str, value: Any, usage: tuple[int, int] | None = None
+        self,
+        row_id: int,
+        node_id: str,
+        value: Any,
+        usage: tuple[int, int] | None = None,
+        *,
+        input_hash: str = "",
     ) -> None:
         """Buffer the value of a completed node of a row that is not done yet.
 
@@ -255,39 +323,47 @@ class CheckpointStore:
             node_id: The graph node's id.
             value: The node's output (see :mod:`plait.serialize` for what is allowed).
             usage: ``(input_tokens, output_tokens)`` of the LLM call, if any.
+            input_hash: :func:`~plait.checkpoint.row_hash` of the row's inputs.
 
         Raises:
             CheckpointError: The value cannot be serialized, or the store is not open.
         """
-        if row_id in self._done:
+        if (row_id, input_hash) in self._done:
             return
         self._require_open()
         tokens_in, tokens_out = usage or (0, 0)
-        self._append((row_id, "node", node_id, _dumps(value), tokens_in, tokens_out))
+        self._append((row_id, "node", node_id, _dumps(value), tokens_in, tokens_out, input_hash))
 
     def record_row(
-        self, row_id: int, output: Any, *, input_tokens: int = 0, output_tokens: int = 0
+        self,
+        row_id: int,
+        output: Any,
+        *,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        input_hash: str = "",
     ) -> None:
-        """Buffer a completed row's output; later records of the same row are ignored."""
-        if row_id in self._done:
+        """Buffer a completed row's output; later records of the same row and inputs are ignored."""
+        if (row_id, input_hash) in self._done:
             return
         self._require_open()
-        record = (row_id, "row", None, _dumps(output), input_tokens, output_tokens)
-        self._done.add(row_id)
-        self._state.nodes.pop(row_id, None)
+        record = (row_id, "row", None, _dumps(output), input_tokens, output_tokens, input_hash)
+        self._done.add((row_id, input_hash))
+        self._state.nodes.get(row_id, {}).pop(input_hash, None)
         self._append(record)
 
-    def record_failure(self, row_id: int, error: BaseException | ErrorInfo) -> None:
+    def record_failure(self, row_id: int, error: BaseException | ErrorInfo, *,
+                       input_hash: str = "") -> None:
         """Buffer that a row failed: kept as type name, message and status, then retried.
 
         A failed row is not completed; the next run with this directory runs it again,
         reusing the nodes recorded for it.
         """
-        if row_id in self._done:
+        if (row_id, input_hash) in self._done:
             return
         self._require_open()
         info = error if isinstance(error, ErrorInfo) else ErrorInfo.from_exception(error)
-        self._append((row_id, "failed", None, _dumps(info), 0, 0))
+        self._append((row_id, "failed", None, _dumps(info), 0, 0, input_hash))
 
     def _require_open(self) -> None:
         if not self._open:
@@ -326,7 +402,8 @@ class CheckpointStore:
     def _write(self, batch: list[Record], seq: int, commit_ns: int) -> None:
         path = self.directory / segment_name(self.writer_id, seq)
         try:
-            write_segment(path, batch, writer_id=self.writer_id, seq=seq, commit_ns=commit_ns)
+            write_segment(path, batch, writer_id=self.writer_id, seq=seq, commit_ns=commit_ns,
+                          checkpoint_id=self.manifest.checkpoint_id)
         except BaseException:
             # Keep the records for the next flush rather than losing them with the error.
             with self._lock:

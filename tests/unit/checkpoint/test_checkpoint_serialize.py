@@ -6,7 +6,13 @@ from pydantic import BaseModel
 
 from plait.checkpoint import fingerprint_inputs
 from plait.errors import CheckpointError, RateLimitError
-from plait.serialize import ErrorInfo, from_jsonable, jsonable_default, to_jsonable
+from plait.serialize import (
+    ErrorInfo,
+    from_jsonable,
+    jsonable_default,
+    model_registry,
+    to_jsonable,
+)
 
 
 class Verdict(BaseModel):
@@ -20,9 +26,12 @@ class Report(BaseModel):
     meta: dict[str, int]
 
 
+MODELS = model_registry([Report])  # Report declares Verdict through its field
+
+
 def roundtrip(value):
     # Through real JSON text, as the store does.
-    return from_jsonable(json.loads(json.dumps(to_jsonable(value))))
+    return from_jsonable(json.loads(json.dumps(to_jsonable(value))), MODELS)
 
 
 @pytest.mark.parametrize(
@@ -68,22 +77,42 @@ def test_pydantic_tag_names_the_class():
     assert data["data"] == {"label": "a", "score": 1.0, "reasons": []}
 
 
-def test_unimportable_model_raises_naming_it():
+def test_undeclared_model_raises_naming_it():
     data = {"__pydantic__": "no_such_module_xyz:Gone", "data": {}}
-    with pytest.raises(CheckpointError, match="no_such_module_xyz:Gone"):
-        from_jsonable(data)
+    with pytest.raises(CheckpointError, match="no_such_module_xyz:Gone.*does not declare"):
+        from_jsonable(data, MODELS)
     with pytest.raises(CheckpointError, match="Missing"):
-        from_jsonable({"__pydantic__": f"{__name__}:Missing", "data": {}})
+        from_jsonable({"__pydantic__": f"{__name__}:Missing", "data": {}}, MODELS)
+    # Without a registry no model is rebuilt, even an importable one.
+    with pytest.raises(CheckpointError, match="Verdict.*declared: none"):
+        from_jsonable(to_jsonable(Verdict(label="a", score=1.0)))
+
+
+def test_registry_walks_annotations_and_fields():
+    assert set(model_registry([list[Report] | None, int, "text"])) == {
+        f"{__name__}:Report", f"{__name__}:Verdict"}
 
 
 def test_model_that_no_longer_validates_raises():
     with pytest.raises(CheckpointError, match="no longer validates"):
-        from_jsonable({"__pydantic__": f"{__name__}:Verdict", "data": {"label": 1}})
+        from_jsonable({"__pydantic__": f"{__name__}:Verdict", "data": {"label": 1}}, MODELS)
 
 
 def test_non_model_class_is_refused_on_load():
-    with pytest.raises(CheckpointError, match="not a pydantic BaseModel"):
-        from_jsonable({"__pydantic__": "json:dumps", "data": {}})
+    with pytest.raises(CheckpointError, match="does not declare"):
+        from_jsonable({"__pydantic__": "json:dumps", "data": {}}, MODELS)
+
+
+@pytest.mark.parametrize("data", [
+    {"__tuple__": 5},
+    {"__bytes__": "not base64!"},
+    {"__dict__": [[1]]},
+    {"__error__": "x"},
+    {"__pydantic__": ["list"], "data": {}},
+])
+def test_malformed_tags_raise_checkpoint_error(data):
+    with pytest.raises(CheckpointError):
+        from_jsonable(data, MODELS)
 
 
 def test_model_defined_in_function_is_refused_on_save():

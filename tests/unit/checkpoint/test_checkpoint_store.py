@@ -6,7 +6,7 @@ from pydantic import BaseModel
 
 from plait.checkpoint import CheckpointStore, RowRecord, plait_version
 from plait.errors import CheckpointError, ServerError
-from plait.serialize import ErrorInfo
+from plait.serialize import ErrorInfo, model_registry
 
 
 class Answer(BaseModel):
@@ -23,6 +23,7 @@ class FakeClock:
 
 
 def make(path, **kwargs):
+    kwargs.setdefault("models", model_registry([Answer]))
     kwargs.setdefault("graph_hash", "graph-1")
     kwargs.setdefault("input_fingerprint", "sha256:inputs-1")
     return CheckpointStore(path, **kwargs)
@@ -89,7 +90,7 @@ def test_manifest_contents(tmp_path):
     assert manifest["graph_hash"] == "graph-1"
     assert manifest["input_fingerprint"] == "sha256:inputs-1"
     assert manifest["plait_version"] == plait_version() != ""
-    assert manifest["format_version"] == 1
+    assert manifest["format_version"] == 2
     assert manifest["created_at"].endswith("+00:00")
 
 
