@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,4 +190,43 @@ def resolve_settings(
     merged.update(normalize(call_kwargs))
     if merged.get("profile_path") is not None and "profile" not in merged:
         merged["profile"] = True
-    return ResolvedSettings(**merged), ctx
+    resolved = ResolvedSettings(**merged)
+    check_output_paths(resolved)
+    return resolved, ctx
+
+
+def check_output_paths(settings: ResolvedSettings) -> None:
+    """Refuse output paths that cannot be written, before the first (paid) request.
+
+    A trace or checkpoint that fails to be written after the run would lose what was paid for.
+
+    Raises:
+        ConfigError: ``checkpoint_dir`` is a file, or ``profile_path`` is a directory or lies
+            in a directory that does not exist or cannot be written.
+    """
+    ckpt = settings.checkpoint_dir
+    if ckpt is not None and ckpt.exists() and not ckpt.is_dir():
+        raise ConfigError(
+            f"checkpoint_dir {ckpt} is a file, not a directory. Pass a directory path (it is "
+            f"created if missing), e.g. checkpoint_dir='{ckpt}.ckpt', or move the file away."
+        )
+    path = settings.profile_path
+    if path is None or not settings.profile:
+        return
+    if path.is_dir():
+        raise ConfigError(
+            f"profile_path {path} is a directory. Pass a file path for the Chrome trace, e.g. "
+            f"profile_path='{path / 'trace.json'}'."
+        )
+    parent = path.parent
+    if not parent.is_dir():
+        raise ConfigError(
+            f"profile_path {path}: its directory {parent} does not exist, so the trace could "
+            "not be written after the run. Create the directory first, or choose another "
+            "profile_path."
+        )
+    if not os.access(parent, os.W_OK):
+        raise ConfigError(
+            f"profile_path {path}: its directory {parent} is not writable by this process. "
+            "Choose another profile_path."
+        )
