@@ -22,8 +22,15 @@ from plait.errors import (
     NodeExecutionError,
     PlaitError,
     TraceError,
+    TransientError,
 )
-from plait.execution import BatchResult, ExecutionSettings, RunReport, run
+from plait.execution import (
+    BatchResult,
+    ExecutionSettings,
+    RunReport,
+    get_execution_settings,
+    run,
+)
 from plait.graph import InferenceGraph
 from plait.llm import LLMInference
 from plait.module import Module
@@ -35,6 +42,8 @@ from plait.resources.config import (
     ResourceConfig,
 )
 from plait.tracing import Tracer, trace
+from plait.values import Value, ValueKind, unwrap, valueify
+from plait.visualize import visualize_graph
 
 __version__ = "0.1.0"
 
@@ -64,7 +73,14 @@ __all__ = [
     "Sequential",
     "TraceError",
     "Tracer",
+    "TransientError",
+    "Value",
+    "ValueKind",
     "functional",
+    "get_execution_settings",
     "run",
     "trace",
+    "unwrap",
+    "valueify",
+    "visualize_graph",
 ]

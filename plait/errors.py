@@ -7,17 +7,20 @@ one place per client (``plait.clients._errors``).
 ```
 PlaitError
 ├── ConfigError                 bad ResourceConfig / EndpointConfig / settings / YAML
-│   └── MissingAPIKeyError      the provider's key is not set
+│   ├── MissingAPIKeyError      the provider's key is not set
+│   └── UnknownAliasError       an alias not in the ResourceConfig (also a KeyError)
 ├── ModuleDefinitionError       a Module defined wrongly (forgot super().__init__(), ...)
 ├── TraceError                  forward() did something tracing cannot capture
 ├── InputError                  a call's inputs do not fit forward() (batch shapes, ...)
 ├── LLMError                    one LLM request failed (status, retry_after, retryable)
-│   ├── RateLimitError          429
-│   ├── ServerError             5xx
-│   ├── APIConnectionError      connection refused / reset
-│   │   └── APITimeoutError     no answer in time
-│   ├── BadRequestError         4xx other than 429 (not retried)
-│   └── ResponseFormatError     malformed body, empty choices, schema validation failure
+│   ├── TransientError          the kinds retried by default (catch this for "try later")
+│   │   ├── RateLimitError      429
+│   │   ├── ServerError         5xx
+│   │   ├── APIConnectionError  connection refused / reset
+│   │   │   └── APITimeoutError no answer in time
+│   │   └── ResponseFormatError malformed body, empty choices, schema validation failure
+│   └── BadRequestError         4xx other than 429 (not retried)
+├── FunctionalError             a plait.functional op got a value it cannot use
 ├── NodeExecutionError          a node failed; names node, module path, alias, source line
 ├── BatchError                  some rows of a batch failed; carries every failure + outputs
 ├── CheckpointError             a checkpoint does not match or cannot be read
@@ -50,6 +53,7 @@ __all__ = [
     "BatchingError",
     "CheckpointError",
     "ConfigError",
+    "FunctionalError",
     "InputError",
     "LLMError",
     "MissingAPIKeyError",
@@ -60,11 +64,22 @@ __all__ = [
     "ResponseFormatError",
     "ServerError",
     "TraceError",
+    "TransientError",
+    "UnknownAliasError",
 ]
 
 
 class PlaitError(Exception):
-    """Base class of every error plait raises."""
+    """Base class of every error plait raises.
+
+    Attributes:
+        message: The error's message (``str(error)``).
+    """
+
+    @property
+    def message(self) -> str:
+        """The error's message, as ``str(error)``."""
+        return str(self)
 
 
 class ConfigError(PlaitError, ValueError):
@@ -86,6 +101,13 @@ class MissingAPIKeyError(ConfigError):
     def __reduce__(self) -> tuple[Any, ...]:
         # Raised in Ray workers too; rebuild from the fields, not from the message.
         return (type(self), (self.env_var, self.alias))
+
+
+class UnknownAliasError(ConfigError, KeyError):
+    """An alias looked up in a ResourceConfig that does not define it; names the known ones."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""  # KeyError would quote the message
 
 
 class ModuleDefinitionError(PlaitError, TypeError):
@@ -156,19 +178,30 @@ def _rebuild_llm_error(
     return err
 
 
-class RateLimitError(LLMError):
+class TransientError(LLMError):
+    """A failure that may pass if retried later (429, 5xx, connection, malformed reply).
+
+    plait retries these within the endpoint's budget; one that still escapes is a
+    ``TransientError``, so ``except TransientError`` means "worth trying again later".
+    A custom client or leaf module may raise it directly.
+    """
+
+    default_retryable = True
+
+
+class RateLimitError(TransientError):
     """HTTP 429: the provider asked us to slow down."""
 
     default_retryable = True
 
 
-class ServerError(LLMError):
+class ServerError(TransientError):
     """HTTP 5xx: the provider failed; retried with backoff."""
 
     default_retryable = True
 
 
-class APIConnectionError(LLMError):
+class APIConnectionError(TransientError):
     """The connection failed (refused, reset, DNS); retried with backoff."""
 
     default_retryable = True
@@ -182,7 +215,7 @@ class BadRequestError(LLMError):
     """HTTP 4xx other than 429; a retry would fail the same way."""
 
 
-class ResponseFormatError(LLMError):
+class ResponseFormatError(TransientError):
     """The response was malformed or failed validation; retried within the retry budget."""
 
     default_retryable = True
@@ -269,6 +302,10 @@ class BatchError(PlaitError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (BatchError, (self.failures, self.outputs))
+
+
+class FunctionalError(PlaitError, ValueError):
+    """A ``plait.functional`` op got a value it cannot use; the message names it."""
 
 
 class CheckpointError(PlaitError):

@@ -28,6 +28,9 @@ class LLMInference(Module):
         response_format: A pydantic model class: the reply is requested as JSON following its
             schema, validated, and returned as an instance. A validation failure is retried
             within the endpoint's retry budget.
+        as_value: Return a ``plait.values.Value`` instead of the bare reply: kind RESPONSE
+            (text) or STRUCTURED (``response_format``), ``ref`` the node id, and ``meta`` with
+            alias, model, input_tokens, output_tokens, cost_usd and latency_s.
 
     Example:
         >>> class Facts(BaseModel):
@@ -45,6 +48,7 @@ class LLMInference(Module):
         temperature: float = 1.0,
         max_tokens: int | None = None,
         response_format: type[BaseModel] | None = None,
+        as_value: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(alias, str) or not alias:  # pyright: ignore[reportUnnecessaryIsInstance]
@@ -66,6 +70,7 @@ class LLMInference(Module):
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.response_format = response_format
+        self.as_value = as_value
         # The schema is fixed per class; computing it per call would cost ~100 µs.
         self.json_schema = response_format.model_json_schema() if response_format else None
 
@@ -87,9 +92,14 @@ class LLMInference(Module):
 
     def parse(self, text: str) -> Any:
         """The reply as the module's output: text, or a validated ``response_format`` model."""
-        if self.response_format is None:
-            return text
-        return self.response_format.model_validate_json(text)
+        parsed = (text if self.response_format is None
+                  else self.response_format.model_validate_json(text))
+        if not self.as_value:
+            return parsed
+        from plait.values import Value, ValueKind
+
+        kind = ValueKind.RESPONSE if self.response_format is None else ValueKind.STRUCTURED
+        return Value(kind, parsed)
 
     async def backward(self, feedback: str, ctx: BackwardContext) -> InputFeedback:
         """Feedback for the system prompt (if learnable) and the prompt input.

@@ -50,7 +50,20 @@ class Parameter:
         return list(self._feedback)
 
     def accumulate_feedback(self, feedback: str) -> None:
-        """Collect one piece of feedback for the next optimizer step."""
+        """Collect one piece of feedback for the next optimizer step.
+
+        Feedback on a frozen parameter (``requires_grad=False``) and empty text are ignored.
+
+        Example:
+            >>> p = Parameter("Be concise.", description="Style of the summary.")
+            >>> p.accumulate_feedback("Mention the numbers.")
+            >>> p.feedback
+            ['Mention the numbers.']
+        """
+        if not isinstance(feedback, str):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise ConfigError(
+                f"Feedback must be text, got {type(feedback).__name__}: {feedback!r:.80}."
+            )
         if self.requires_grad and feedback:
             self._feedback.append(feedback)
 
@@ -59,7 +72,18 @@ class Parameter:
         self._feedback.clear()
 
     def apply_update(self, new_value: str) -> None:
-        """Set a new value (the optimizer's update) and clear the feedback."""
+        """Set a new value (the optimizer's update) and clear the feedback.
+
+        Example:
+            >>> p.apply_update("Be concise; keep every number.")
+            >>> p.value, p.feedback
+            ('Be concise; keep every number.', [])
+        """
+        if not isinstance(new_value, str):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise ConfigError(
+                f"Parameter update must be a string, got {type(new_value).__name__}: "
+                f"{new_value!r:.80}."
+            )
         self.value = new_value
         self._feedback.clear()
 

@@ -4,7 +4,7 @@ from plait.execution.call import PendingCall, run
 from plait.execution.contract import Executor, Job, get_executor
 from plait.execution.report import RunReport
 from plait.execution.results import BatchResult, RowResult
-from plait.execution.settings import ExecutionSettings, ResolvedSettings
+from plait.execution.settings import ExecutionSettings, ResolvedSettings, get_execution_settings
 
 __all__ = [
     "BatchResult",
@@ -15,6 +15,7 @@ __all__ = [
     "ResolvedSettings",
     "RowResult",
     "RunReport",
+    "get_execution_settings",
     "get_executor",
     "run",
 ]

@@ -20,7 +20,13 @@ from plait.resources.config import ResourceConfig
 if TYPE_CHECKING:
     from plait.execution.shared import SharedRuntime
 
-__all__ = ["ExecutionSettings", "ResolvedSettings", "current_settings", "resolve_settings"]
+__all__ = [
+    "ExecutionSettings",
+    "ResolvedSettings",
+    "current_settings",
+    "get_execution_settings",
+    "resolve_settings",
+]
 
 ResumeMode = Literal["auto", "force", "fresh"]
 
@@ -73,6 +79,7 @@ class ResolvedSettings:
 
 
 _FIELDS = {f.name for f in dataclasses.fields(ResolvedSettings)}
+_DEFAULTS: dict[str, Any] = {f: getattr(ResolvedSettings(), f) for f in _FIELDS}
 _CURRENT: contextvars.ContextVar[ExecutionSettings | None] = contextvars.ContextVar(
     "plait_execution_settings", default=None
 )
@@ -97,6 +104,22 @@ class ExecutionSettings:
         self._token: contextvars.Token[ExecutionSettings | None] | None = None
         self.shared: SharedRuntime | None = None
         self._borrowed = False
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called for names that are not real attributes: the settings themselves.
+        if name in _FIELDS:
+            values = self.__dict__.get("values", {})
+            if name in values:
+                return values[name]
+            return _DEFAULTS[name]
+        raise AttributeError(
+            f"ExecutionSettings has no attribute {name!r}. Settings: {sorted(_FIELDS)}."
+        )
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={_short(v)}" for k, v in sorted(self.values.items()))
+        state = " (active)" if self._token is not None else ""
+        return f"ExecutionSettings({shown}){state}"
 
     @staticmethod
     def check_keys(settings: Mapping[str, Any]) -> None:
@@ -149,6 +172,25 @@ class ExecutionSettings:
 def current_settings() -> ExecutionSettings | None:
     """The innermost active ExecutionSettings, if any."""
     return _CURRENT.get()
+
+
+def get_execution_settings() -> ExecutionSettings | None:
+    """The innermost active ``ExecutionSettings`` (None outside any ``with`` block).
+
+    Example:
+        >>> with ExecutionSettings(max_inflight=8):
+        ...     get_execution_settings().max_inflight
+        8
+    """
+    return _CURRENT.get()
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, ResourceConfig):
+        return f"ResourceConfig(aliases={sorted(value.endpoints)})"
+    if callable(value):
+        return getattr(value, "__qualname__", type(value).__name__)
+    return repr(value)
 
 
 def normalize(settings: Mapping[str, Any]) -> dict[str, Any]:

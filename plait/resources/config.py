@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import ItemsView, Iterator, KeysView, Mapping, ValuesView
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Self
 
-from plait.errors import ConfigError, MissingAPIKeyError
+from plait.errors import ConfigError, MissingAPIKeyError, UnknownAliasError
 
 __all__ = [
     "AnthropicEndpointConfig",
@@ -205,17 +205,41 @@ class ResourceConfig:
             checked[alias] = cfg
         object.__setattr__(self, "endpoints", checked)
 
+    # --- a read-only mapping alias -> endpoint (not a Mapping subclass: settings tell a
+    # ResourceConfig from a plain dict of endpoints by type) ---------------------------------
     def __getitem__(self, alias: str) -> Any:
         try:
             return self.endpoints[alias]
         except KeyError:
-            raise ConfigError(
+            raise UnknownAliasError(
                 f"Alias '{alias}' is not in the ResourceConfig (known: {sorted(self.endpoints)}). "
                 f"Add endpoints={{'{alias}': OpenAIEndpointConfig(model=...)}}."
             ) from None
 
     def __contains__(self, alias: object) -> bool:
         return alias in self.endpoints
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.endpoints)
+
+    def __len__(self) -> int:
+        return len(self.endpoints)
+
+    def keys(self) -> KeysView[str]:
+        """The aliases."""
+        return self.endpoints.keys()
+
+    def values(self) -> ValuesView[Any]:
+        """The endpoint configs."""
+        return self.endpoints.values()
+
+    def items(self) -> ItemsView[str, Any]:
+        """(alias, endpoint config) pairs."""
+        return self.endpoints.items()
+
+    def get(self, alias: str, default: Any = None) -> Any:
+        """The endpoint of ``alias``, or ``default``."""
+        return self.endpoints.get(alias, default)
 
     def aliases(self) -> list[str]:
         """The configured aliases."""
