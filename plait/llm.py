@@ -7,12 +7,15 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from plait.clients.base import LLMRequest
-from plait.errors import ConfigError
+from plait.errors import ConfigError, TraceError
+from plait.graph import Ref
 from plait.module import Module
 from plait.parameter import Parameter
+from plait.tracing.context import user_source_location
 
 if TYPE_CHECKING:
     from plait.optim.backward import BackwardContext, InputFeedback
+    from plait.tracing.tracer import Tracer
 
 __all__ = ["LLMInference"]
 
@@ -77,6 +80,28 @@ class LLMInference(Module):
     def forward(self, prompt: str) -> Any:
         """Not called directly: the executor sends the request (see ``build_request``)."""
         raise NotImplementedError("LLMInference runs through the executor, not forward().")
+
+    def trace_leaf(
+        self, tracer: Tracer, path: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """Record this call as one ``llm`` node: exactly one prompt, a string."""
+        if kwargs.keys() - {"prompt"} or len(args) + len(kwargs) != 1:
+            raise TraceError(
+                f"LLMInference '{path}' takes exactly one prompt, called at "
+                f"{user_source_location()} with {len(args)} positional and {sorted(kwargs)} "
+                "keyword arguments. Build one string, e.g. self.llm(f\"{a}\\n{b}\")."
+            )
+        prompt = args[0] if args else kwargs["prompt"]
+        lifted = tracer.lift(prompt, where=f"the prompt of '{path}'")
+        if not isinstance(lifted, Ref | str):
+            raise TraceError(
+                f"LLMInference '{path}' got a {type(prompt).__name__} as prompt at "
+                f"{user_source_location()}. Prompts are strings: format it, e.g. "
+                "json.dumps(...) on real values, or an f-string or F.to_json(...) on traced "
+                "values."
+            )
+        return tracer.proxy(tracer.record("llm", path, (lifted,), {}, base=path,
+                                          module_type=type(self).__name__, alias=self.alias))
 
     def build_request(self, prompt: str) -> LLMRequest:
         """The provider-neutral request for ``prompt`` with this module's current settings."""

@@ -12,6 +12,7 @@ from plait.tracing.context import active_tracer
 if TYPE_CHECKING:
     from plait.graph import InferenceGraph
     from plait.optim.backward import BackwardContext, InputFeedback
+    from plait.tracing.tracer import Tracer
 
 __all__ = ["Module"]
 
@@ -38,6 +39,26 @@ class Module:
     """
 
     leaf: bool = False
+
+    def trace_leaf(
+        self, tracer: Tracer, path: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """Record a call of this leaf module (``leaf = True``) while forward() is traced.
+
+        The default records one ``module`` node whose forward() runs on the real values when
+        the row executes. A leaf with other needs overrides this (``LLMInference`` records an
+        ``llm`` node); the tracer never needs to know the concrete class.
+
+        Args:
+            tracer: The active tracer (``tracer.record_leaf`` adds the node).
+            path: This module's dotted path in the traced root.
+            args: Positional arguments of the call (proxies, placeholder strings, literals).
+            kwargs: Keyword arguments of the call.
+
+        Returns:
+            The proxy standing for the call's result.
+        """
+        return tracer.record_leaf(self, path, "module", args, kwargs)
 
     def __init__(self) -> None:
         object.__setattr__(self, "_children", {})

@@ -38,11 +38,29 @@ class Parameter:
                 "description. Pass description='what this value controls' so the optimizer "
                 "can rewrite it coherently, or requires_grad=False to freeze it."
             )
-        self.value = value
+        self._value = value
         self.description = description
         self.requires_grad = requires_grad
         self._feedback: list[str] = []
         self._name: str | None = None
+
+    @property
+    def value(self) -> str:
+        """The current value.
+
+        Read inside a traced forward(), this is a placeholder for the value *when each row
+        runs* (a ``param`` node), so ``self.template.value.format(input=x)`` and
+        ``f"{self.template}"`` both see ``load_state_dict()`` and optimizer updates, however
+        long the traced graph stays cached.
+        """
+        tracer = active_tracer()
+        if tracer is not None:
+            return tracer.param_text(self)
+        return self._value
+
+    @value.setter
+    def value(self, new_value: str) -> None:
+        self._value = new_value
 
     @property
     def feedback(self) -> list[str]:
@@ -92,28 +110,30 @@ class Parameter:
         if tracer is not None:
             # Inside forward(): a placeholder for the value at run time, so an f-string built
             # from a Parameter sees optimizer updates (graphs are cached across value changes).
-            return tracer.param_sentinel(self, "s", "")
-        return self.value
+            return tracer.param_text(self)
+        return self._value
 
     def __format__(self, spec: str) -> str:
         tracer = active_tracer()
         if tracer is not None:
-            return tracer.param_sentinel(self, "", spec)
-        return format(self.value, spec)
+            return tracer.param_text(self, "", spec)
+        return format(self._value, spec)
 
     def __repr__(self) -> str:
         grad = "" if self.requires_grad else ", requires_grad=False"
-        return f"Parameter({self.value!r}{grad})"
+        return f"Parameter({self._value!r}{grad})"
 
     def __getstate__(self) -> dict[str, Any]:
         # Feedback is transient training state; workers get the value and description only.
         return {
-            "value": self.value,
+            "value": self._value,
             "description": self.description,
             "requires_grad": self.requires_grad,
             "_name": self._name,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        self._value = state.pop("value")
         self.__dict__.update(state)
         self._feedback = []

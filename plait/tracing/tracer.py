@@ -1,28 +1,33 @@
 """Record forward() as an InferenceGraph.
 
 User modules are traced *through*: their forward() runs with proxies and whatever they call is
-recorded, so nested modules at any depth flatten into one graph. Leaf modules (LLMInference,
-and modules that set ``leaf = True``) become single nodes that run on real values later.
+recorded, so nested modules at any depth flatten into one graph. Leaf modules (the tracer asks
+``Tracer.is_leaf_module``, by default the module's ``leaf`` attribute) become nodes that run
+on real values later; each records itself through ``Module.trace_leaf``.
+
+forward() runs twice while tracing when it formats a traced value into a string: once with
+short placeholders and once with long, differently spelled ones. The graph is accepted only if
+both runs record the same graph (see ``plait.tracing.compare``). Leaf modules never run while
+tracing, so only forward()'s own plain-Python side effects (a print) happen twice.
 """
 
 from __future__ import annotations
 
 import inspect
-import itertools
 import traceback
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import BaseModel
 
-from plait.errors import InputError, PlaitError, TraceError
+from plait.errors import PlaitError, TraceError
 from plait.graph import FormatField, GraphNode, InferenceGraph, NodeKind, Ref, iter_refs
-from plait.tracing.context import (
-    reset_active_tracer,
-    set_active_tracer,
-    user_source_location,
-)
-from plait.tracing.proxy import SENTINEL_CHARS, Proxy
+from plait.tracing.compare import WHAT_TO_DO, check_same_graph
+from plait.tracing.context import reset_active_tracer, set_active_tracer, user_source_location
+from plait.tracing.encoding import Encoding, compact, looks_like_placeholder, wide
+from plait.tracing.proxy import Proxy
+from plait.tracing.signature import check_call_fits, positional_names
+from plait.tracing.text import TracedText
 
 if TYPE_CHECKING:
     from plait.module import Module
@@ -30,48 +35,72 @@ if TYPE_CHECKING:
 
 __all__ = ["Tracer", "trace"]
 
-_tracer_ids = itertools.count()
 _LITERAL_TYPES = (str, int, float, bool, type(None))
 
 
 class Tracer:
-    """Records one forward() of ``root`` into an ``InferenceGraph``."""
+    """Records forward() of ``root`` into an ``InferenceGraph``.
 
-    def __init__(self, root: Module) -> None:
+    Args:
+        root: The module whose forward() is traced.
+        encoding: How placeholders are spelled in this trace (default: a fresh compact one).
+    """
+
+    def __init__(self, root: Module, encoding: Encoding | None = None) -> None:
         self.root = root
-        self.uid = next(_tracer_ids)
+        self.encoding = encoding or compact()
         self.nodes: dict[str, GraphNode] = {}
         self._counts: dict[str, int] = {}
-        self._sentinels: list[tuple[str, str, str]] = []
+        self._sentinels: list[tuple[str, str, str, bool]] = []  # node, conversion, spec, is_text
+        self._text_nodes: dict[tuple[str, str, str], str] = {}
         self._paths: dict[int, str] = {id(m): p for p, m in root.named_modules()}
         self._param_names: dict[int, str] = {id(p): n for n, p in root.named_parameters()}
         self._stack: list[str] = [""]
-        import re
-
-        self._pattern = re.compile(f"\ue000{self.uid}:(\\d+)\ue001")
+        self._second = False
 
     # --- entry point ----------------------------------------------------------------------
     def trace(self, num_args: int, kwarg_names: Sequence[str]) -> InferenceGraph:
-        """Trace ``root.forward`` for ``num_args`` positional and the named keyword inputs."""
-        names = _positional_names(self.root, num_args)
-        _check_call_fits(self.root, num_args, kwarg_names)
+        """Trace ``root.forward`` for ``num_args`` positional and the named keyword inputs.
+
+        Raises:
+            TraceError: forward() does something tracing cannot capture (named by line).
+            InputError: The inputs do not fit forward()'s signature.
+        """
+        graph = self._trace_once(num_args, kwarg_names)
+        if not self._sentinels:
+            return graph  # no value was ever formatted into a string: nothing to look into
+        second = type(self)(self.root, wide())
+        second._second = True
+        check_same_graph(self.root, graph, second._trace_once(num_args, kwarg_names))
+        return graph
+
+    def _trace_once(self, num_args: int, kwarg_names: Sequence[str]) -> InferenceGraph:
+        names = positional_names(self.root, num_args)
+        check_call_fits(self.root, num_args, kwarg_names)
         args = [self._input(name, i) for i, name in enumerate(names)]
         kwargs = {k: self._input(k, k) for k in kwarg_names}
         input_ids = list(self.nodes)
         token = set_active_tracer(self)
         try:
-            result = self._run_forward(self.root, args, kwargs)
+            if self.is_leaf_module(self.root):  # a leaf (e.g. an LLMInference) called alone
+                result = self.call_module(self.root, tuple(args), kwargs)
+            else:
+                result = self._run_forward(self.root, args, kwargs)
+            if result is None:
+                raise TraceError(
+                    f"{type(self.root).__name__}.forward() returned None. Return the value the "
+                    "pipeline produces (e.g. `return self.llm(text)`)."
+                )
+            output = self.lift(result, where="the value returned by forward()")
         finally:
             reset_active_tracer(token)
-        if result is None:
-            raise TraceError(
-                f"{type(self.root).__name__}.forward() returned None. Return the value the "
-                "pipeline produces (e.g. `return self.llm(text)`)."
-            )
-        output = self.lift(result, where="the value returned by forward()")
         return InferenceGraph(nodes=self.nodes, input_ids=input_ids, output=output)
 
     # --- module calls -----------------------------------------------------------------------
+    def is_leaf_module(self, module: Module) -> bool:
+        """Whether ``module`` is recorded as nodes of its own instead of traced through."""
+        return bool(module.leaf)
+
     def call_module(self, module: Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Record a call of ``module`` made inside the traced forward()."""
         path = self._paths.get(id(module))
@@ -81,42 +110,22 @@ class Tracer:
                 f"of {type(self.root).__name__}. Assign it as an attribute in __init__ "
                 "(self.step = ...) so plait can find it when the graph runs."
             )
-        from plait.llm import LLMInference
-
-        if isinstance(module, LLMInference):
-            return self._record_llm(module, path, args, kwargs)
-        if getattr(module, "leaf", False):
-            lifted_args = tuple(self.lift(a, where=f"an argument of {path}") for a in args)
-            lifted_kwargs = {k: self.lift(v, where=f"argument {k!r} of {path}")
-                             for k, v in kwargs.items()}
-            return self._proxy(self.record("module", path, lifted_args, lifted_kwargs,
-                                           base=path, module_type=type(module).__name__))
+        if self.is_leaf_module(module):
+            return module.trace_leaf(self, path, args, kwargs)
         self._stack.append(path)
         try:
             return self._run_forward(module, list(args), kwargs)
         finally:
             self._stack.pop()
 
-    def _record_llm(
-        self, module: Any, path: str, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Proxy:
-        if kwargs.keys() - {"prompt"} or len(args) + len(kwargs) != 1:
-            raise TraceError(
-                f"LLMInference '{path}' takes exactly one prompt, called at "
-                f"{user_source_location()} with {len(args)} positional and {sorted(kwargs)} "
-                "keyword arguments. Build one string, e.g. self.llm(f\"{a}\\n{b}\")."
-            )
-        prompt = args[0] if args else kwargs["prompt"]
-        lifted = self.lift(prompt, where=f"the prompt of '{path}'")
-        if not isinstance(lifted, Ref | str):
-            raise TraceError(
-                f"LLMInference '{path}' got a {type(prompt).__name__} as prompt at "
-                f"{user_source_location()}. Prompts are strings: format it, e.g. "
-                "json.dumps(...) on real values or an f-string on traced values."
-            )
-        node_id = self.record("llm", path, (lifted,), {}, base=path,
-                              module_type=type(module).__name__, alias=module.alias)
-        return self._proxy(node_id)
+    def record_leaf(self, module: Module, path: str, kind: NodeKind, args: tuple[Any, ...],
+                    kwargs: dict[str, Any], alias: str | None = None) -> Proxy:
+        """One node running leaf ``module`` (at ``path``) on the real values of its inputs."""
+        lifted = tuple(self.lift(a, where=f"an argument of '{path}'") for a in args)
+        lifted_kw = {k: self.lift(v, where=f"argument {k!r} of '{path}'")
+                     for k, v in kwargs.items()}
+        return self.proxy(self.record(kind, path, lifted, lifted_kw, base=path,
+                                      module_type=type(module).__name__, alias=alias))
 
     def _run_forward(self, module: Module, args: list[Any], kwargs: dict[str, Any]) -> Any:
         forward = module.forward
@@ -131,7 +140,7 @@ class Tracer:
         except PlaitError:
             raise
         except Exception as exc:
-            raise _wrap_user_error(module, exc) from exc
+            raise _wrap_user_error(module, exc, self._second) from exc
 
     # --- recording primitives -------------------------------------------------------------
     def record(
@@ -157,14 +166,34 @@ class Tracer:
         )
         return node_id
 
-    def sentinel(self, node_id: str, conversion: str, spec: str) -> str:
-        """A placeholder string standing for ``format(node value, spec)``."""
-        self._sentinels.append((node_id, conversion, spec))
-        return f"\ue000{self.uid}:{len(self._sentinels) - 1}\ue001"
+    def proxy(self, node_id: str) -> Proxy:
+        """The proxy standing for node ``node_id``'s value."""
+        return Proxy(node_id, self)
 
-    def param_sentinel(self, param: Parameter, conversion: str, spec: str) -> str:
-        """A placeholder string standing for a registered Parameter's value at run time."""
-        return self.sentinel(self._param_node(param), conversion, spec)
+    def text(self, node_id: str, conversion: str, spec: str, is_text: bool = False) -> TracedText:
+        """The placeholder string for ``format(conversion(value of node_id), spec)``.
+
+        ``is_text``: the node's value is known to be a ``str`` (a Parameter's value).
+        """
+        self._sentinels.append((node_id, conversion, spec, is_text))
+        placeholder = self.encoding.placeholder(len(self._sentinels) - 1)
+        return TracedText.make(self, placeholder, node_id, conversion, spec, is_text)
+
+    def text_node(self, node_id: str, conversion: str, spec: str, is_text: bool) -> Proxy:
+        """The proxy of ``format(conversion(value), spec)`` as a value (one node per form)."""
+        if is_text and conversion in ("", "s") and not spec:
+            return self.proxy(node_id)  # str(text) is the text itself
+        key = (node_id, conversion, spec)
+        existing = self._text_nodes.get(key)
+        if existing is None:
+            existing = self.record("format", (FormatField(0, conversion, spec),),
+                                   (Ref(node_id),), {}, base="format")
+            self._text_nodes[key] = existing
+        return self.proxy(existing)
+
+    def param_text(self, param: Parameter, conversion: str = "", spec: str = "") -> TracedText:
+        """The placeholder string for a registered Parameter's value at run time."""
+        return self.text(self._param_node(param), conversion, spec, True)
 
     def record_concat(self, left: Any, right: Any) -> Proxy:
         """``left + right`` where one side is traced: a format node of both."""
@@ -182,7 +211,7 @@ class Tracer:
                     f"Cannot add a {type(part).__name__} to a traced value at "
                     f"{user_source_location()}; only strings concatenate."
                 )
-        return self._proxy(self.record("format", tuple(segments), tuple(refs), {}, base="format"))
+        return self.proxy(self.record("format", tuple(segments), tuple(refs), {}, base="format"))
 
     def record_access(self, kind: NodeKind, proxy: Proxy, key: Any) -> Proxy:
         """``proxy[key]`` or ``proxy.key``."""
@@ -193,7 +222,7 @@ class Tracer:
                 "be known while tracing. Use a @plait.functional.op function instead."
             )
         base = f"{proxy.node_id}.{key}" if kind == "getattr" else f"{proxy.node_id}[{key!r}]"
-        return self._proxy(self.record(kind, lifted_key, (Ref(proxy.node_id),), {}, base=base))
+        return self.proxy(self.record(kind, lifted_key, (Ref(proxy.node_id),), {}, base=base))
 
     def record_method_call(
         self, proxy: Proxy, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -206,11 +235,16 @@ class Tracer:
                 "function."
             )
         del self.nodes[proxy.node_id]  # the bare attribute is never used on its own
-        lifted = tuple(self.lift(a, where=f"an argument of .{attr.target}()") for a in args)
-        lifted_kw = {k: self.lift(v, where=f"argument {k!r} of .{attr.target}()")
+        return self.record_method(self.proxy(attr.args[0].node), attr.target, args, kwargs)
+
+    def record_method(self, value: Proxy, name: str, args: tuple[Any, ...],
+                      kwargs: dict[str, Any]) -> Proxy:
+        """``value.name(*args, **kwargs)``, run on the real value."""
+        lifted = tuple(self.lift(a, where=f"an argument of .{name}()") for a in args)
+        lifted_kw = {k: self.lift(v, where=f"argument {k!r} of .{name}()")
                      for k, v in kwargs.items()}
-        return self._proxy(self.record("method", attr.target, (attr.args[0], *lifted), lifted_kw,
-                                       base=f"{attr.args[0].node}.{attr.target}"))
+        return self.proxy(self.record("method", name, (Ref(value.node_id), *lifted), lifted_kw,
+                                      base=f"{value.node_id}.{name}"))
 
     def record_call(self, target: str, fn: Callable[..., Any], args: tuple[Any, ...],
                     kwargs: dict[str, Any]) -> Proxy:
@@ -219,11 +253,11 @@ class Tracer:
         lifted_kw = {k: self.lift(v, where=f"argument {k!r} of {target}")
                      for k, v in kwargs.items()}
         name = getattr(fn, "__name__", "call")
-        return self._proxy(self.record("call", target, lifted, lifted_kw, base=name))
+        return self.proxy(self.record("call", target, lifted, lifted_kw, base=name))
 
     # --- lifting user values into graph arguments -----------------------------------------
     def lift(self, value: Any, *, where: str) -> Any:
-        """Turn proxies, sentinel strings and Parameters into ``Ref``s; check literals."""
+        """Turn proxies, placeholder strings and Parameters into ``Ref``s; check literals."""
         if isinstance(value, Proxy):
             return Ref(value.node_id)
         if isinstance(value, str):
@@ -236,7 +270,10 @@ class Tracer:
             items = [self.lift(v, where=where) for v in value]  # pyright: ignore[reportUnknownVariableType]
             return items if isinstance(value, list) else tuple(items)
         if isinstance(value, Mapping):
-            return {k: self.lift(v, where=where) for k, v in value.items()}  # pyright: ignore[reportUnknownVariableType]
+            return {self._lift_key(k, where): self.lift(v, where=where)
+                    for k, v in value.items()}  # pyright: ignore[reportUnknownVariableType]
+        if isinstance(value, slice):
+            return self._lift_slice(cast("slice[Any, Any, Any]", value), where)
         if isinstance(value, (*_LITERAL_TYPES, BaseModel)):
             return value
         raise TraceError(
@@ -245,31 +282,47 @@ class Tracer:
             "models."
         )
 
-    def _lift_string(self, text: str, where: str) -> Any:
-        if not SENTINEL_CHARS.intersection(text):
-            return text
+    def _lift_key(self, key: Any, where: str) -> Any:
+        if not isinstance(key, str):
+            return key
+        lifted = self._lift_string(key, where)
+        if isinstance(lifted, Ref):
+            raise TraceError(
+                f"A dict key in {where} contains a traced value (at {user_source_location()}); "
+                "keys must be known while tracing. Put the value in the dict's values instead."
+            )
+        return lifted
+
+    def _lift_slice(self, value: slice[Any, Any, Any], where: str) -> slice[Any, Any, Any]:
+        bounds = [self.lift(b, where=where) for b in (value.start, value.stop, value.step)]
+        if any(isinstance(b, Ref) for b in bounds):
+            raise TraceError(
+                f"Cannot slice with a traced value at {user_source_location()}; slice bounds "
+                "must be known while tracing. Use a @plait.functional.op function instead."
+            )
+        return slice(*bounds)
+
+    def _lift_string(self, value: str, where: str) -> Any:
+        text = str.__str__(value)  # a plain copy: TracedText traps len() and `in`
         segments: list[str | FormatField] = []
         refs: list[Ref] = []
-        pos = 0
-        for match in self._pattern.finditer(text):
-            if match.start() > pos:
-                segments.append(text[pos:match.start()])
-            node_id, conversion, spec = self._sentinels[int(match.group(1))]
-            segments.append(FormatField(len(refs), conversion, spec))
-            refs.append(Ref(node_id))
-            pos = match.end()
-        if pos < len(text):
-            segments.append(text[pos:])
-        if any(isinstance(s, str) and SENTINEL_CHARS.intersection(s) for s in segments):
-            raise TraceError(
-                f"{where} contains a traced value that was cut or changed as a string (at "
-                f"{user_source_location()}), or one kept from an earlier trace. Slice or edit "
-                "the real value in a @plait.functional.op function instead."
-            )
-        if len(segments) == 1 and isinstance(segments[0], FormatField) and not (
-            segments[0].conversion or segments[0].spec
-        ):
-            return refs[0]  # f"{x}" alone is just x (as a string at run time)
+        fields: list[tuple[str, str, str, bool]] = []
+        for part in self.encoding.split(text):
+            if isinstance(part, str):
+                if self.encoding.leaked(part):
+                    raise _leak_error(where)
+                segments.append(part)
+            elif 0 <= part < len(self._sentinels):
+                node_id, conversion, spec, is_text = self._sentinels[part]
+                segments.append(FormatField(len(refs), conversion, spec))
+                refs.append(Ref(node_id))
+                fields.append((node_id, conversion, spec, is_text))
+            else:
+                raise _leak_error(where)  # a placeholder whose number was changed
+        if not refs:
+            return text
+        if len(segments) == 1:  # f"{x}" alone: the string form of x
+            return Ref(self.text_node(*fields[0]).node_id)
         return Ref(self.record("format", tuple(segments), tuple(refs), {}, base="format"))
 
     def _param_node(self, param: Parameter) -> str:
@@ -292,16 +345,19 @@ class Tracer:
         node_id = f"input:{name}"
         self.nodes[node_id] = GraphNode(id=node_id, kind="input", target=key,
                                         module_type=type(self.root).__name__, source="<input>")
-        return self._proxy(node_id)
-
-    def _proxy(self, node_id: str) -> Proxy:
-        return Proxy(node_id, self)
+        return self.proxy(node_id)
 
     def _fresh_id(self, base: str) -> str:
+        # Unique even when a generated id equals another base: self.llm called twice gives
+        # "llm" and "llm_1", and a child named "llm_1" then gets "llm_1_1", never a collision.
         base = base or "root"
         n = self._counts.get(base, 0)
-        self._counts[base] = n + 1
-        return base if n == 0 else f"{base}_{n}"
+        while True:
+            candidate = base if n == 0 else f"{base}_{n}"
+            n += 1
+            if candidate not in self.nodes:
+                self._counts[base] = n
+                return candidate
 
 
 def trace(module: Module, num_args: int = 1, kwarg_names: Sequence[str] = ()) -> InferenceGraph:
@@ -314,61 +370,35 @@ def trace(module: Module, num_args: int = 1, kwarg_names: Sequence[str] = ()) ->
     return Tracer(module).trace(num_args, kwarg_names)
 
 
-def _positional_names(module: Module, num_args: int) -> list[str]:
-    try:
-        params = list(inspect.signature(module.forward).parameters.values())
-    except (TypeError, ValueError):
-        params = []
-    names: list[str] = []
-    for p in params:
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
-            names.append(p.name)
-        elif p.kind == p.VAR_POSITIONAL:
-            names.extend(f"{p.name}_{i}" for i in range(num_args))
-            break
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    has_var = any(p.kind == p.VAR_POSITIONAL for p in params)
-    if num_args > len(positional) and not has_var and params:
-        raise InputError(
-            f"{type(module).__name__}.forward({', '.join(p.name for p in positional)}) takes "
-            f"{len(positional)} input(s) but got {num_args}. To run a batch, pass ONE list: "
-            "pipeline([row1, row2, ...]); for several inputs per row make each row a tuple or "
-            "a dict: pipeline([(a1, b1), (a2, b2)])."
-        )
-    return (names + [f"arg_{i}" for i in range(len(names), num_args)])[:num_args]
+def _leak_error(where: str) -> TraceError:
+    return TraceError(
+        f"{where} contains a traced value that was cut or changed as a string (at "
+        f"{user_source_location()}), or one kept from an earlier trace. {WHAT_TO_DO}"
+    )
 
 
-def _check_call_fits(module: Module, num_args: int, kwarg_names: Sequence[str]) -> None:
-    # Without this, a missing input surfaces as a TypeError from forward() itself, reported
-    # as a tracing failure at an unknown line.
-    try:
-        signature = inspect.signature(module.forward)
-    except (TypeError, ValueError):
-        return
-    try:
-        signature.bind(*range(num_args), **dict.fromkeys(kwarg_names))
-    except TypeError as exc:
-        name = type(module).__name__
-        raise InputError(
-            f"{name}.forward({', '.join(signature.parameters)}) cannot be called with "
-            f"{num_args} positional input(s) "
-            f"and keywords {sorted(kwarg_names)}: {exc}. Pass every input forward() needs, "
-            f"e.g. {name.lower()}(...) with one value per parameter; for a batch pass ONE "
-            "list of rows."
-        ) from exc
-
-
-def _wrap_user_error(module: Module, exc: Exception) -> TraceError:
+def _wrap_user_error(module: Module, exc: Exception, second: bool) -> TraceError:
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if "/plait/" not in f.filename]
     where = f"{frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno}" if frames else "?"
-    hint = (
-        "While tracing, values returned by modules are placeholders, not strings: Python "
-        "functions that need the real text (str.join, json.dumps, len, slicing, int(...)) "
-        "cannot run on them. Use f-strings or `+` to build prompts, index structured outputs "
-        "with [..] or .field, and put other processing in a @plait.functional.op function or "
-        "a leaf module (leaf = True)."
-    )
+    if second or looks_like_placeholder(str(exc)):
+        # It ran with one placeholder spelling and failed with the other: the line treats the
+        # text of a traced value as a template, a number or code.
+        hint = (
+            "This line depends on the text of a traced value (for example str.format() or % "
+            "applied to a string that contains one, int(), or a parser). " + WHAT_TO_DO
+        )
+    else:
+        hint = (
+            "While tracing, values returned by modules are placeholders, not strings: Python "
+            "functions that need the real text (str.join, json.dumps, len, slicing, int(...)) "
+            "cannot run on them. Use f-strings or `+` to build prompts, index structured "
+            "outputs with [..] or .field, and put other processing in a @plait.functional.op "
+            "function or a leaf module (leaf = True)."
+        )
+    message = str(exc)
+    if len(message) > 300:
+        message = message[:297] + "..."
     return TraceError(
         f"{type(module).__name__}.forward() failed while tracing at {where}: "
-        f"{type(exc).__name__}: {exc}. {hint}"
+        f"{type(exc).__name__}: {message}. {hint}"
     )

@@ -1,0 +1,144 @@
+"""Issue 8, section 1: strings derived from traced values give the Python result or raise.
+
+Each case is run traced (graph + interpreter, echo model) and as plain Python; the outputs and
+the prompts sent must match exactly, or tracing must raise a TraceError naming the line.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from plait.errors import TraceError
+
+DOC = "  Alpha, beta; GAMMA delta.\n" * 200  # 5,600 characters, mixed case, edges of spaces
+SameAsPython = Callable[..., Any]
+
+
+# --- derived strings that are recorded and computed on the real text ----------------------
+@pytest.mark.parametrize(
+    "body",
+    [
+        lambda self, doc: self.llm(f"{doc}"[:2000]),
+        lambda self, doc: self.llm(f"{doc}"[-50:]),
+        lambda self, doc: self.llm(f"{doc}"[3]),
+        lambda self, t: self.llm(f"{t}".upper()),
+        lambda self, t: self.llm(f"{t}".lower()),
+        lambda self, t: self.llm(f"{t}".strip()),
+        lambda self, t: self.llm(f"{t}".replace("beta", "BETA")),
+        lambda self, t: self.llm(f"{t}".split(",")[1]),
+        lambda self, t: self.llm(str(t).title()),
+        lambda self, t: self.llm(f"{t:>6000}".strip()),
+        lambda self, t: self.llm(repr(f"{t}")),
+        lambda self, t: self.llm(f"Q: {f'{t}'[:10]!r}"),
+        lambda self, t: f"{self.llm(t)}".strip().upper()[:20],
+        lambda self, t: "-".join([f"{f'{t}'.strip()[:5]}", f"{self.llm(t)}"]),
+    ],
+    ids=["slice-head", "slice-tail", "index", "upper", "lower", "strip", "replace", "split",
+         "str-title", "spec-then-strip", "repr", "repr-of-slice", "reply-chain", "join"],
+)
+def test_string_methods_on_a_formatted_value_act_on_the_real_text(
+    body: Any, same_as_python: SameAsPython
+) -> None:
+    same_as_python(body, DOC)
+
+
+def test_slicing_a_formatted_document_sends_the_slice(same_as_python: SameAsPython) -> None:
+    same_as_python(lambda self, doc: self.llm(f"{doc}"[:2000]), DOC)
+    # And the same with a short document (the slice is the whole text).
+    same_as_python(lambda self, doc: self.llm(f"{doc}"[:2000]), "short")
+
+
+def test_a_parameter_value_used_as_a_template(same_as_python: SameAsPython) -> None:
+    same_as_python(lambda self, x: self.llm(self.template.value.format(input=x)), "why?")
+    same_as_python(lambda self, x: self.llm(self.template.value.upper() + f" {x}"), "why?")
+
+
+# --- derived strings that cannot be traced: a TraceError naming the line -------------------
+def _raises(body: Any, same_as_python: SameAsPython, *words: str) -> str:
+    with pytest.raises(TraceError) as info:
+        same_as_python(body, DOC)
+    message = str(info.value)
+    assert "test_derived_strings.py:" in message, message
+    for word in words:
+        assert word in message, message
+    return message
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        lambda self, doc: self.llm(f"Document:\n{doc}"[:2000]),
+        lambda self, doc: self.llm(f"Document:\n{doc}"[-2000:]),
+        lambda self, t: self.llm(f"Q: {t}".upper()),
+        lambda self, t: self.llm(f"Q: {t}".lower()),
+        lambda self, t: self.llm(f"Q: {t}\n".strip()),
+        lambda self, t: self.llm(f"Q: {t}".replace(",", ";")),
+        lambda self, t: self.llm(f"Q: {t}".split(",")[0]),
+        lambda self, t: self.llm(textwrap.dedent(f"""
+            Summarize:
+            {t}
+            """)),
+        lambda self, t: self.llm(json.dumps({"q": f"{t}"})),
+        lambda self, t: self.llm(json.dumps(f"Q: {t}")),
+        lambda self, t: self.llm(repr(f"Q: {t}")),
+        lambda self, t: self.llm(f"{len(f'Q: {t}')} characters"),
+        lambda self, t: self.llm(t) if len(f"Q: {t}") > 100 else self.llm("short"),
+        lambda self, t: self.llm(t) if "," in f"Q: {t}" else self.llm("no comma"),
+        lambda self, t: self.llm(f"Q: {t}".encode().decode("ascii", "ignore")),
+        lambda self, t: self.llm((f"Q: {t}" + "}}").format()),
+        lambda self, t: self.llm("-".join([f"{t}".strip()[:5], "x"])),
+    ],
+    ids=["slice-around", "tail-around", "upper-around", "lower-around", "strip-around",
+         "replace-char", "split-around", "dedent", "json-dumps", "json-dumps-str",
+         "repr-around", "len-baked", "len-branch", "in-branch", "encode", "format-template",
+         "join-of-proxy"],
+)
+def test_text_operations_on_strings_holding_a_value_raise(
+    body: Any, same_as_python: SameAsPython
+) -> None:
+    _raises(body, same_as_python, "plait.functional", "leaf")
+
+
+@pytest.mark.parametrize(
+    ("body", "action"),
+    [
+        (lambda self, t: self.llm(f"{len(f'{t}')}"), "take len() of"),
+        (lambda self, t: self.llm(t) if "abc" in f"{t}" else t, "membership"),
+        (lambda self, t: self.llm(t) if f"{t}" else t, "branch on"),
+        (lambda self, t: self.llm(t) if f"{t}" == "x" else t, "compare (==)"),
+        (lambda self, t: sorted([f"{t}", "b"]), "order ("),
+        (lambda self, t: self.llm(t) if self.template.value == "x" else t, "compare (==)"),
+    ],
+    ids=["len", "in", "truth", "eq", "sort", "param-eq"],
+)
+def test_questions_about_the_text_raise_at_the_line(
+    body: Any, action: str, same_as_python: SameAsPython
+) -> None:
+    _raises(body, same_as_python, action, "leaf module")
+
+
+def test_json_dumps_of_a_formatted_value_names_the_fix(same_as_python: SameAsPython) -> None:
+    message = _raises(lambda self, t: self.llm(json.dumps({"q": f"{t}"})), same_as_python,
+                      "cut or changed", "F.to_json")
+    assert "\ue000" not in message  # the message shows no placeholder text
+
+
+# --- real data that contains the tracer's marker characters ------------------------------
+def test_inputs_and_replies_with_private_use_characters_are_plain_text(
+    same_as_python: SameAsPython,
+) -> None:
+    glyphs = "Nerd font \ue000\ue001 icons, \ue0001\ue001 and \ue000abcdefghijkl7\ue001"
+    same_as_python(lambda self, t: self.llm(f"Q: {t}"), glyphs)
+    same_as_python(lambda self, t: self.llm(f"Again: {self.llm(t)}"), glyphs)
+    same_as_python(lambda self, t: [self.llm(f"{t}"[:12]), f"{t}".split("\ue001")], glyphs)
+
+
+def test_literals_in_forward_may_contain_private_use_characters(
+    same_as_python: SameAsPython,
+) -> None:
+    same_as_python(lambda self, t: self.llm(f"\ue000 icon \ue001: {t} \ue0002\ue001"), "x")
