@@ -29,6 +29,7 @@ from plait.errors import (
 
 __all__ = [
     "BODY_EXCERPT",
+    "body_too_large",
     "error_from_exception",
     "error_from_status",
     "excerpt",
@@ -170,6 +171,22 @@ def format_error(
     return ResponseFormatError(
         f"{where} returned a malformed response: {what}. Body: {text or '(empty)'}",
         status=status, alias=alias, body=text,
+    )
+
+
+def body_too_large(
+    limit: int, alias: str | None, status: int | None, *, declared: int | None = None
+) -> ResponseFormatError:
+    """A retryable ``ResponseFormatError`` for a body longer than ``max_response_bytes``.
+
+    Reading stops at the limit, so an endless or huge body costs at most ``limit`` bytes.
+    """
+    where = f"Endpoint '{alias}'" if alias else "The endpoint"
+    size = f"declares {declared} bytes" if declared is not None else "kept going"
+    return ResponseFormatError(
+        f"{where} sent a response body that {size}, over max_response_bytes={limit}; "
+        "reading stopped there. Raise max_response_bytes in the EndpointConfig if replies "
+        "this large are expected.", status=status, alias=alias,
     )
 
 

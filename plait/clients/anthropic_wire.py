@@ -14,8 +14,10 @@ import json
 from typing import Any
 
 from plait.clients._errors import format_error, json_list, json_object
+from plait.clients._redact import Redactor
 from plait.clients.base import LLMRequest, LLMResponse, Usage
 from plait.clients.openai_wire import JSONPoster
+from plait.errors import LLMError
 from plait.resources.config import EndpointConfig
 
 __all__ = [
@@ -82,11 +84,10 @@ def parse_anthropic_reply(data: Any, alias: str | None) -> LLMResponse:
         text = "".join(texts)
     else:
         raise format_error("no text or tool_use block in 'content'", json.dumps(data), alias)
-    usage = json_object(obj.get("usage")) or {}
     stop: object = obj.get("stop_reason")
     return LLMResponse(
         text=text,
-        usage=Usage(int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)),
+        usage=Usage.from_reply(obj.get("usage"), "input_tokens", "output_tokens"),
         model=str(obj.get("model") or ""),
         finish_reason=stop if isinstance(stop, str) else None,
     )
@@ -110,14 +111,19 @@ class AnthropicWireClient:
         key = config.resolve_api_key(alias)
         if key:
             headers["x-api-key"] = key
+        self._redactor = Redactor(key)
         self._poster = JSONPoster(
             f"{config.resolved_base_url}/v1/messages", headers, config.max_concurrent, alias,
+            max_bytes=config.max_response_bytes, redactor=self._redactor,
         )
 
     async def complete(self, request: LLMRequest, *, timeout: float) -> LLMResponse:
         """Send one message request; raise an ``LLMError`` subclass on any failure."""
         data = await self._poster.post(anthropic_payload(self._model, request), timeout)
-        return parse_anthropic_reply(data, self._alias)
+        try:
+            return parse_anthropic_reply(data, self._alias)
+        except LLMError as exc:  # a 2xx body may echo the key too
+            raise self._redactor.error(exc) from None
 
     async def aclose(self) -> None:
         """Close the connection pool."""

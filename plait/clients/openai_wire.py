@@ -15,15 +15,17 @@ from typing import Any
 import aiohttp
 
 from plait.clients._errors import (
+    body_too_large,
     error_from_exception,
     error_from_status,
     format_error,
     json_list,
     json_object,
 )
+from plait.clients._redact import Redactor
 from plait.clients.base import LLMRequest, LLMResponse, Usage
 from plait.errors import LLMError
-from plait.resources.config import EndpointConfig
+from plait.resources.config import DEFAULT_MAX_RESPONSE_BYTES, EndpointConfig
 
 __all__ = ["JSONPoster", "OpenAIWireClient", "openai_payload", "parse_openai_reply"]
 
@@ -39,15 +41,20 @@ class JSONPoster:
         headers: Request headers (including credentials; never logged or kept on errors).
         max_concurrent: Connection-pool size, or None for unlimited.
         alias: Endpoint alias, for error messages.
+        max_bytes: Largest body read; a longer one fails the attempt (retryable).
+        redactor: Masks the key in every error text; default: masks credential headers.
     """
 
     def __init__(
-        self, url: str, headers: dict[str, str], max_concurrent: int | None, alias: str
+        self, url: str, headers: dict[str, str], max_concurrent: int | None, alias: str,
+        *, max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES, redactor: Redactor | None = None,
     ) -> None:
         self._url = url
         self._headers = headers
         self._limit = max_concurrent or 0
         self._alias = alias
+        self._max_bytes = max_bytes
+        self._redactor = redactor or Redactor()
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
@@ -74,20 +81,38 @@ class JSONPoster:
         if client_timeout is None:
             client_timeout = self._timeouts[timeout] = aiohttp.ClientTimeout(total=timeout)
         data = json.dumps(payload).encode()
+        redact = self._redactor
         try:
             async with session.post(self._url, data=data, timeout=client_timeout) as resp:
-                body = await resp.read()
+                body = await self._read(resp)
                 status = resp.status
                 if status >= 300:
-                    raise error_from_status(status, resp.headers, body, self._alias)
-        except LLMError:
-            raise
+                    raise error_from_status(status, resp.headers, redact.body(body) or "",
+                                            self._alias)
+        except LLMError as exc:
+            raise redact.error(exc) from None
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise error_from_exception(exc, self._alias, timeout) from exc
+            raise redact.error(error_from_exception(exc, self._alias, timeout)) from exc
         try:
             return json.loads(body)
-        except ValueError as exc:
-            raise format_error("the body is not valid JSON", body, self._alias) from exc
+        except ValueError:
+            raise format_error("the body is not valid JSON", redact.body(body),
+                               self._alias) from None
+
+    async def _read(self, resp: aiohttp.ClientResponse) -> bytes:
+        # The common reply declares a small Content-Length: one read, no per-chunk loop.
+        limit = self._max_bytes
+        length = resp.content_length
+        if length is not None and length <= limit:
+            return await resp.read()
+        if length is not None:
+            raise body_too_large(limit, self._alias, resp.status, declared=length)
+        body = bytearray()
+        async for chunk in resp.content.iter_chunked(1 << 16):
+            body += chunk
+            if len(body) > limit:
+                raise body_too_large(limit, self._alias, resp.status)
+        return bytes(body)
 
     async def aclose(self) -> None:
         """Close the session (if it belongs to the running loop)."""
@@ -138,11 +163,10 @@ def parse_openai_reply(data: Any, alias: str | None) -> LLMResponse:
         refusal: object = message.get("refusal")
         what = f"the model refused: {refusal}" if refusal else "choices[0].message.content"
         raise format_error(f"no text in {what}", json.dumps(data), alias)
-    usage = json_object(obj.get("usage")) or {}
     finish: object = choice.get("finish_reason")
     return LLMResponse(
         text=content,
-        usage=Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)),
+        usage=Usage.from_reply(obj.get("usage"), "prompt_tokens", "completion_tokens"),
         model=str(obj.get("model") or ""),
         finish_reason=finish if isinstance(finish, str) else None,
     )
@@ -167,15 +191,19 @@ class OpenAIWireClient:
         key = config.resolve_api_key(alias)
         if key:
             headers["Authorization"] = f"Bearer {key}"
+        self._redactor = Redactor(key)
         self._poster = JSONPoster(
             f"{config.resolved_base_url}/chat/completions", headers, config.max_concurrent,
-            alias,
+            alias, max_bytes=config.max_response_bytes, redactor=self._redactor,
         )
 
     async def complete(self, request: LLMRequest, *, timeout: float) -> LLMResponse:
         """Send one chat request; raise an ``LLMError`` subclass on any failure."""
         data = await self._poster.post(openai_payload(self._model, request), timeout)
-        return parse_openai_reply(data, self._alias)
+        try:
+            return parse_openai_reply(data, self._alias)
+        except LLMError as exc:  # a 2xx body may echo the key too
+            raise self._redactor.error(exc) from None
 
     async def aclose(self) -> None:
         """Close the connection pool."""

@@ -19,7 +19,9 @@ from typing import Any, cast
 import anthropic
 import openai
 
-from plait.clients._errors import error_from_status, format_error
+from plait.clients._errors import body_too_large, error_from_status, format_error
+from plait.clients._redact import Redactor
+from plait.clients._sdk_http import BodyTooLarge, bounded_http_client
 from plait.clients.anthropic_wire import anthropic_payload, parse_anthropic_reply
 from plait.clients.base import LLMRequest, LLMResponse
 from plait.clients.openai_wire import openai_payload, parse_openai_reply
@@ -31,12 +33,30 @@ __all__ = ["AnthropicSDKClient", "OpenAISDKClient", "map_sdk_error"]
 _SDK_ERRORS = (openai.APIError, anthropic.APIError)
 
 
-def map_sdk_error(exc: Exception, alias: str | None, timeout: float) -> LLMError:
-    """Map an ``openai`` or ``anthropic`` SDK exception to the plait error tree."""
+def map_sdk_error(
+    exc: Exception, alias: str | None, timeout: float, redactor: Redactor | None = None
+) -> LLMError:
+    """Map an ``openai`` or ``anthropic`` SDK exception to the plait error tree.
+
+    Every text taken from the exchange passes through ``redactor`` (credential headers are
+    masked even without one).
+    """
+    redact = redactor or Redactor()
+    return redact.error(_map_sdk_error(exc, alias, timeout, redact))
+
+
+def _map_sdk_error(exc: Exception, alias: str | None, timeout: float,
+                   redact: Redactor) -> LLMError:
     where = f"endpoint '{alias}'" if alias else "the endpoint"
+    too_large = exc if isinstance(exc, BodyTooLarge) else exc.__cause__
+    too_large = too_large if isinstance(too_large, BodyTooLarge) else None
+    if too_large is not None:
+        return body_too_large(too_large.limit, alias, too_large.status,
+                              declared=too_large.declared)
     if isinstance(exc, openai.APIStatusError | anthropic.APIStatusError):
         response = exc.response
-        return error_from_status(exc.status_code, response.headers, response.content, alias)
+        return error_from_status(exc.status_code, response.headers,
+                                 redact.body(response.content) or "", alias)
     if isinstance(exc, openai.APITimeoutError | anthropic.APITimeoutError):
         return APITimeoutError(
             f"No complete answer from {where} within {timeout:g}s. Raise timeout= in the "
@@ -55,7 +75,7 @@ def map_sdk_error(exc: Exception, alias: str | None, timeout: float) -> LLMError
         )
     # APIResponseValidationError and friends: a 2xx body the SDK could not use.
     body = getattr(exc, "body", None)
-    return format_error(f"{type(exc).__name__}: {exc}", _body_text(body), alias)
+    return format_error(f"{type(exc).__name__}: {exc}", redact.body(_body_text(body)), alias)
 
 
 def _body_text(body: object) -> str | None:
@@ -75,15 +95,29 @@ def _as_data(reply: object) -> object:
         except ValueError:
             return reply
     dump = getattr(reply, "model_dump", None)
-    return dump() if callable(dump) else reply
+    # warnings=False: a field of an unexpected type ("n/a" token counts) is the parsers'
+    # business (they record it as unknown), not a reason for pydantic to warn.
+    return dump(warnings=False) if callable(dump) else reply
 
 
 class _LoopBound:
     """Creates the SDK client lazily per event loop (its HTTP pool is bound to the loop)."""
 
+    _alias: str
+    _redactor: Redactor
+
     def __init__(self) -> None:
         self._client: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _mapped(self, exc: Exception, timeout: float) -> LLMError:
+        mapped = map_sdk_error(exc, self._alias, timeout, self._redactor)
+        # A status error's own message quotes the raw (unmasked) error body: keep it out
+        # of the chain, so no traceback shows it.
+        status_error = isinstance(exc, openai.APIStatusError | anthropic.APIStatusError)
+        mapped.__cause__ = None if status_error else exc
+        mapped.__suppress_context__ = True
+        return mapped
 
     def _make(self) -> Any:
         raise NotImplementedError
@@ -115,11 +149,14 @@ class OpenAISDKClient(_LoopBound):
         self._alias = alias
         # The SDK insists on a key; servers that need none (vLLM) ignore this placeholder.
         self._key = config.resolve_api_key(alias) or "unused"
+        self._redactor = Redactor(self._key)
 
     def _make(self) -> openai.AsyncOpenAI:
+        http = bounded_http_client(openai.DefaultAsyncHttpxClient,
+                                   self._config.max_response_bytes)
         return openai.AsyncOpenAI(
             base_url=self._config.resolved_base_url, api_key=self._key, max_retries=0,
-            timeout=self._config.timeout,
+            timeout=self._config.timeout, http_client=http,
         )
 
     async def complete(self, request: LLMRequest, *, timeout: float) -> LLMResponse:
@@ -129,10 +166,15 @@ class OpenAISDKClient(_LoopBound):
         try:
             reply = cast("object", await client.chat.completions.create(**body, timeout=timeout))
         except _SDK_ERRORS as exc:
-            raise map_sdk_error(exc, self._alias, timeout) from exc
+            raise self._mapped(exc, timeout)  # noqa: B904 (the cause is set by _mapped)
+        except BodyTooLarge as exc:  # SDK releases that do not wrap a hook's exception
+            raise self._mapped(exc, timeout) from None
         except ValueError as exc:  # the SDK's json.loads on a malformed 2xx body
             raise format_error(f"the body is not valid JSON ({exc})", None, self._alias) from exc
-        return parse_openai_reply(_as_data(reply), self._alias)
+        try:
+            return parse_openai_reply(_as_data(reply), self._alias)
+        except LLMError as exc:  # a 2xx body may echo the key too
+            raise self._redactor.error(exc) from None
 
 
 class AnthropicSDKClient(_LoopBound):
@@ -147,11 +189,14 @@ class AnthropicSDKClient(_LoopBound):
         self._config = config
         self._alias = alias
         self._key = config.resolve_api_key(alias) or "unused"
+        self._redactor = Redactor(self._key)
 
     def _make(self) -> anthropic.AsyncAnthropic:
+        http = bounded_http_client(anthropic.DefaultAsyncHttpxClient,
+                                   self._config.max_response_bytes)
         return anthropic.AsyncAnthropic(
             base_url=self._config.resolved_base_url, api_key=self._key, max_retries=0,
-            timeout=self._config.timeout,
+            timeout=self._config.timeout, http_client=http,
         )
 
     async def complete(self, request: LLMRequest, *, timeout: float) -> LLMResponse:
@@ -165,7 +210,12 @@ class AnthropicSDKClient(_LoopBound):
             reply = cast("object", await client.messages.create(
                 **body, extra_body=extra, timeout=timeout))
         except _SDK_ERRORS as exc:
-            raise map_sdk_error(exc, self._alias, timeout) from exc
+            raise self._mapped(exc, timeout)  # noqa: B904 (the cause is set by _mapped)
+        except BodyTooLarge as exc:  # SDK releases that do not wrap a hook's exception
+            raise self._mapped(exc, timeout) from None
         except ValueError as exc:  # the SDK's json.loads on a malformed 2xx body
             raise format_error(f"the body is not valid JSON ({exc})", None, self._alias) from exc
-        return parse_anthropic_reply(_as_data(reply), self._alias)
+        try:
+            return parse_anthropic_reply(_as_data(reply), self._alias)
+        except LLMError as exc:  # a 2xx body may echo the key too
+            raise self._redactor.error(exc) from None

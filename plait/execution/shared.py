@@ -1,7 +1,7 @@
 """Resource managers that outlive one call: per ``ExecutionSettings`` block, and per loop.
 
 Calls inside an ``ExecutionSettings`` block share that block's manager (closed when the block
-ends). Other calls share a manager per event loop and ``ResourceConfig`` object, so a second
+ends). Other calls share a manager per event loop and ``ResourceConfig`` value, so a second
 ``await pipeline(x)`` reuses the first one's connections (no new TCP/TLS handshake) and its
 limiters; it is closed when the loop shuts down (``asyncio.run`` finalises async generators)
 or, for plait's own ``run_sync`` loop, at interpreter exit. Each call still gets its own
@@ -121,8 +121,8 @@ async def loop_manager(resources: ResourceConfig) -> ResourceManager:
         closer = _close_at_loop_shutdown(entry)
         await closer.__anext__()  # registers it with the loop's async-generator hooks
         entry.closer = closer
-    for known, manager in entry.managers:
-        if known is resources:
+    for _, manager in entry.managers:
+        if manager.serves(resources):  # by value: a dict rebuilt per call is one config
             return manager
     manager = ResourceManager(resources, events=route_call_events)
     entry.managers.append((resources, manager))

@@ -15,8 +15,15 @@ from pathlib import Path
 from typing import Any, Literal, Self
 
 from plait.errors import ConfigError, MissingAPIKeyError, UnknownAliasError
+from plait.resources._endpoint_checks import (
+    check_base_url,
+    check_key_text,
+    check_number,
+    check_optional_str,
+)
 
 __all__ = [
+    "DEFAULT_MAX_RESPONSE_BYTES",
     "AnthropicEndpointConfig",
     "EndpointConfig",
     "OpenAIEndpointConfig",
@@ -32,6 +39,9 @@ _DEFAULT_KEY_ENV: dict[str, str | None] = {
     "anthropic": "ANTHROPIC_API_KEY",
     "vllm": None,  # self-hosted servers usually take no key
 }
+DEFAULT_MAX_RESPONSE_BYTES = 16 * 2**20
+"""16 MiB: far above any chat reply, far below what an endless body would cost."""
+
 _DEFAULT_BASE_URL: dict[str, str | None] = {
     "openai": "https://api.openai.com/v1",
     "anthropic": "https://api.anthropic.com",
@@ -58,6 +68,13 @@ class EndpointConfig:
         input_cost_per_1m: Cost of one million input tokens, for the run summary.
         output_cost_per_1m: Cost of one million output tokens, for the run summary.
         transport: "aiohttp" (lean, default) or "sdk" (the official async SDK client).
+        max_response_bytes: Largest response body accepted; a longer one fails that
+            attempt (retried, like any malformed reply) instead of filling memory.
+        max_retry_wait: Longest pause, in seconds, a server's retry hint may impose. A
+            longer or absurd hint (``Retry-After: 99999``, a date next year, ``inf``) is
+            capped to it, and a "warning" event says so.
+        rate_limit_patience: Seconds a call keeps retrying 429s after its first one. A
+            pause that would end later fails that row at once with ``RateLimitError``.
     """
 
     provider_api: ProviderAPI
@@ -73,6 +90,9 @@ class EndpointConfig:
     input_cost_per_1m: float = 0.0
     output_cost_per_1m: float = 0.0
     transport: Transport = "aiohttp"
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    max_retry_wait: float = 300.0
+    rate_limit_patience: float = 600.0
 
     def __post_init__(self) -> None:
         if self.provider_api not in _DEFAULT_KEY_ENV:
@@ -86,15 +106,28 @@ class EndpointConfig:
             raise ConfigError(
                 "provider_api='vllm' needs base_url, e.g. base_url='http://host:8000/v1'."
             )
-        _check_positive_or_none("max_concurrent", self.max_concurrent, "No limit: use None.")
-        _check_positive_or_none("rate_limit", self.rate_limit, "No limit: use None.")
-        _check_positive_or_none(
-            "tokens_per_minute", self.tokens_per_minute, "No limit: use None."
-        )
-        if self.max_retries < 0:
-            raise ConfigError(f"max_retries must be >= 0, got {self.max_retries}.")
-        if self.timeout <= 0:
-            raise ConfigError(f"timeout must be > 0 seconds, got {self.timeout}.")
+        no_limit = "No limit: use None."
+        check_number("max_concurrent", self.max_concurrent, integer=True, minimum=1,
+                     optional=True, hint=no_limit)
+        check_number("rate_limit", self.rate_limit, minimum=0, strict=True, optional=True,
+                     hint=no_limit)
+        check_number("tokens_per_minute", self.tokens_per_minute, minimum=0, strict=True,
+                     optional=True, hint=no_limit)
+        check_number("max_retries", self.max_retries, integer=True, minimum=0)
+        check_number("timeout", self.timeout, minimum=0, strict=True,
+                     hint="It is the seconds one request may take, e.g. timeout=60.")
+        check_number("input_cost_per_1m", self.input_cost_per_1m, minimum=0)
+        check_number("output_cost_per_1m", self.output_cost_per_1m, minimum=0)
+        check_number("max_response_bytes", self.max_response_bytes, integer=True, minimum=1,
+                     hint="It bounds one reply's body, e.g. max_response_bytes=16 * 2**20.")
+        check_number("max_retry_wait", self.max_retry_wait, minimum=0)
+        check_number("rate_limit_patience", self.rate_limit_patience, minimum=0)
+        for name in ("base_url", "api_key", "api_key_env"):
+            check_optional_str(name, getattr(self, name))
+        if self.base_url is not None:
+            check_base_url(self.base_url)
+        if self.api_key:
+            check_key_text(self.api_key, "api_key=...")
         if self.transport not in ("aiohttp", "sdk"):
             raise ConfigError(f"transport must be 'aiohttp' or 'sdk', got {self.transport!r}.")
 
@@ -124,7 +157,21 @@ class EndpointConfig:
         key = os.environ.get(env)
         if not key:
             raise MissingAPIKeyError(env, alias)
+        where = f" (endpoint '{alias}')" if alias else ""
+        check_key_text(key, f"environment variable {env}{where}")
         return key
+
+    def __copy__(self) -> Self:
+        # copy/deepcopy keep an inline key (pickling drops it, see __getstate__): a copy in
+        # this process must call with the same key, never silently with the environment's.
+        # Every field is an immutable scalar, so a shallow copy is also a deep one.
+        new = object.__new__(type(self))
+        for f in dataclasses.fields(self):
+            object.__setattr__(new, f.name, getattr(self, f.name))
+        return new
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Self:
+        return self.__copy__()
 
     def __getstate__(self) -> dict[str, Any]:
         # A key given inline stays in this process: pickles go to checkpoints and Ray objects.
@@ -159,23 +206,49 @@ class EndpointConfig:
             raise ConfigError(f"Endpoint '{alias}': {exc}") from exc
 
 
-def _check_positive_or_none(name: str, value: float | None, hint: str) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int | float):  # pyright: ignore[reportUnnecessaryIsInstance]
-        raise ConfigError(f"{name} must be a number or None, got {value!r}.")
-    if value <= 0:
-        raise ConfigError(f"{name} must be >= 1, got {value}. {hint}")
+@dataclass(frozen=True)
+class OpenAIEndpointConfig(EndpointConfig):
+    """An endpoint speaking the OpenAI Chat Completions format (key from OPENAI_API_KEY).
+
+    Takes every ``EndpointConfig`` field; ``provider_api`` is "openai" (or "vllm", for an
+    OpenAI-compatible self-hosted server).
+
+    Example:
+        >>> OpenAIEndpointConfig("gpt-4o-mini", max_concurrent=20)
+    """
+
+    provider_api: ProviderAPI = field(default="openai", kw_only=True)
+
+    def __post_init__(self) -> None:
+        if self.provider_api not in ("openai", "vllm"):
+            raise ConfigError(
+                f"OpenAIEndpointConfig speaks the OpenAI format; provider_api="
+                f"{self.provider_api!r} does not fit. Use AnthropicEndpointConfig or "
+                "EndpointConfig(provider_api=...)."
+            )
+        super().__post_init__()
 
 
-def OpenAIEndpointConfig(model: str, **kwargs: Any) -> EndpointConfig:
-    """An endpoint speaking the OpenAI Chat Completions format (key from OPENAI_API_KEY)."""
-    return EndpointConfig(provider_api="openai", model=model, **kwargs)
+@dataclass(frozen=True)
+class AnthropicEndpointConfig(EndpointConfig):
+    """An endpoint speaking the Anthropic Messages format (key from ANTHROPIC_API_KEY).
 
+    Takes every ``EndpointConfig`` field; ``provider_api`` is "anthropic".
 
-def AnthropicEndpointConfig(model: str, **kwargs: Any) -> EndpointConfig:
-    """An endpoint speaking the Anthropic Messages format (key from ANTHROPIC_API_KEY)."""
-    return EndpointConfig(provider_api="anthropic", model=model, **kwargs)
+    Example:
+        >>> AnthropicEndpointConfig("claude-sonnet-4-5", max_concurrent=8)
+    """
+
+    provider_api: ProviderAPI = field(default="anthropic", kw_only=True)
+
+    def __post_init__(self) -> None:
+        if self.provider_api != "anthropic":
+            raise ConfigError(
+                f"AnthropicEndpointConfig speaks the Anthropic format; provider_api="
+                f"{self.provider_api!r} does not fit. Use OpenAIEndpointConfig or "
+                "EndpointConfig(provider_api=...)."
+            )
+        super().__post_init__()
 
 
 @dataclass(frozen=True)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
 from plait.clients.base import LLMClient
 from plait.clients.factory import check_credentials, make_client
-from plait.errors import ConfigError
+from plait.errors import ConfigError, PlaitError
 from plait.events import EventSink
 from plait.resources.clock import Clock, MonotonicClock
 from plait.resources.config import EndpointConfig, ResourceConfig
@@ -16,10 +17,34 @@ from plait.resources.limiter import LocalPermitSource
 from plait.resources.permits import PermitSource
 from plait.resources.pool import EndpointPool
 
-__all__ = ["ClientFactory", "PermitFactory", "ResourceManager"]
+__all__ = ["ClientFactory", "PermitFactory", "ResourceManager", "resources_key"]
 
 PermitFactory = Callable[[str, EndpointConfig], PermitSource]
 ClientFactory = Callable[[EndpointConfig, str], LLMClient]
+
+
+def resources_key(resources: ResourceConfig) -> Hashable:
+    """What makes two ``ResourceConfig`` the same endpoints, compared by value.
+
+    Two calls given equal configs (say, the same dict, rebuilt per call) share one manager:
+    one connection pool and one limiter per endpoint, not one per call. The key includes
+    the key that would be sent (inline or from the environment, now) so configs that
+    differ only in their key never share clients. It lives in this process only.
+    Endpoints that are not plain ``EndpointConfig`` (local models) compare by identity.
+    """
+    parts: list[Hashable] = []
+    for alias in sorted(resources.aliases()):
+        config: object = resources.endpoints[alias]
+        if isinstance(config, EndpointConfig):
+            values = tuple(getattr(config, f.name) for f in dataclasses.fields(config))
+            try:
+                key = config.resolve_api_key(alias)
+            except PlaitError:  # reported when the manager starts, not here
+                key = None
+            parts.append((alias, type(config), values, key))
+        else:
+            parts.append((alias, "object", id(config)))
+    return tuple(parts)
 
 
 class ResourceManager:
@@ -61,6 +86,15 @@ class ResourceManager:
         self._client_factory = client_factory or make_client
         self._rng = rng or random.Random()
         self._pools: dict[str, EndpointPool] = {}
+        self._key: Hashable | None = None
+
+    def serves(self, resources: ResourceConfig) -> bool:
+        """True if ``resources`` is this manager's config or equal to it (by value)."""
+        if resources is self._resources:
+            return True
+        if self._key is None:
+            self._key = resources_key(self._resources)
+        return resources_key(resources) == self._key
 
     def _local_permits(self, alias: str, config: EndpointConfig) -> PermitSource:
         return LocalPermitSource(

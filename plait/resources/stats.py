@@ -71,11 +71,13 @@ class EndpointStats:
         errors: Failed attempts by error class name.
         input_tokens: Input tokens reported by the provider, summed.
         output_tokens: Output tokens reported by the provider, summed.
+        usage_unknown: Successes whose reply had missing or malformed usage (kept; their
+            tokens are not in the sums, so token and cost figures are lower bounds).
     """
 
     __slots__ = (
         "_input_cost", "_output_cost", "errors", "failures", "input_tokens", "latency",
-        "output_tokens", "rate_limited", "requests", "retries", "successes",
+        "output_tokens", "rate_limited", "requests", "retries", "successes", "usage_unknown",
     )
 
     def __init__(self, input_cost_per_1m: float = 0.0, output_cost_per_1m: float = 0.0) -> None:
@@ -89,6 +91,7 @@ class EndpointStats:
         self.errors: dict[str, int] = {}
         self.input_tokens = 0
         self.output_tokens = 0
+        self.usage_unknown = 0
         self.latency = LatencyReservoir()
 
     @property
@@ -97,9 +100,12 @@ class EndpointStats:
         return (self.input_tokens * self._input_cost
                 + self.output_tokens * self._output_cost) / 1_000_000
 
-    def record_success(self, latency: float, input_tokens: int, output_tokens: int) -> None:
+    def record_success(self, latency: float, input_tokens: int, output_tokens: int,
+                       usage_known: bool = True) -> None:
         """One attempt succeeded after ``latency`` seconds."""
         self.successes += 1
+        if not usage_known:
+            self.usage_unknown += 1
         self.input_tokens += input_tokens
         self.output_tokens += output_tokens
         self.latency.add(latency)
@@ -122,6 +128,7 @@ class EndpointStats:
             "errors": dict(self.errors),
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
+            "usage_unknown": self.usage_unknown,
             "cost": self.cost,
             "latency_mean": (self.latency.total / self.latency.count
                              if self.latency.count else None),

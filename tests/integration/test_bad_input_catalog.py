@@ -9,6 +9,7 @@ an LLM endpoint use the loopback server; every wait is bounded by ``arun``.
 from __future__ import annotations
 
 import asyncio
+import copy
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -369,6 +370,52 @@ def truncated_reply() -> Any:
     return call(One(), "x", faults=[Fault("truncated", every=1)], max_retries=1)
 
 
+def timeout_as_string() -> Any:
+    return OpenAIEndpointConfig(model="m", timeout="30")  # pyright: ignore[reportArgumentType]
+
+
+def timeout_as_string_in_yaml(tmp_path: Path) -> Any:
+    path = tmp_path / "resources.yaml"
+    path.write_text("endpoints:\n  fast: {provider_api: openai, model: m, timeout: '30'}\n")
+    return ResourceConfig.from_yaml(path)
+
+
+def base_url_without_scheme() -> Any:
+    async def main() -> Any:
+        async with LLMServer() as server:
+            url = f"127.0.0.1:{server.port}/v1"  # the scheme forgotten
+            try:
+                return await run(One(), "x", resources={"endpoints": {"fast": {
+                    "provider_api": "openai", "model": "m", "base_url": url, "api_key": "k",
+                }}})
+            finally:
+                assert server.stats().total_requests == 0  # refused, not retried
+
+    return arun(main())
+
+
+KEY_WITH_NEWLINE = "sk-catalog-newline-0123456789\n"
+
+
+def api_key_with_trailing_newline() -> Any:
+    return OpenAIEndpointConfig(model="m", api_key=KEY_WITH_NEWLINE)
+
+
+def env_api_key_with_trailing_newline(monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setenv("PLAIT_CATALOG_KEY", KEY_WITH_NEWLINE)
+
+    async def main() -> Any:
+        async with LLMServer() as server:
+            res = ResourceConfig(endpoints={"fast": OpenAIEndpointConfig(
+                model="m", base_url=server.openai_base_url, api_key_env="PLAIT_CATALOG_KEY")})
+            try:
+                return await One().bind(resources=res)("x")
+            finally:
+                assert server.stats().total_requests == 0  # raised before any request
+
+    return arun(main())
+
+
 # (case, error type, fragments the message must contain: culprit first, then the fix)
 CATALOG: list[tuple[Callable[..., Any], type[PlaitError], tuple[str, ...]]] = [
     (unknown_alias_in_module, ConfigError, ("'smart'", "node 'llm'", "Add endpoints=")),
@@ -436,6 +483,15 @@ CATALOG: list[tuple[Callable[..., Any], type[PlaitError], tuple[str, ...]]] = [
                                                 "ResponseFormatError", "max_retries=1")),
     (empty_choices_reply, NodeExecutionError, ("node 'llm'", "choices", "max_retries=1")),
     (truncated_reply, NodeExecutionError, ("node 'llm'", "truncated", "max_retries=1")),
+    (timeout_as_string, ConfigError, ("timeout", "'30'", "str", "timeout=30")),
+    (timeout_as_string_in_yaml, ConfigError, ("resources.yaml", "timeout", "'30'",
+                                              "timeout=30")),
+    (base_url_without_scheme, ConfigError, ("base_url '127.0.0.1:", "no scheme",
+                                            "base_url='https://127.0.0.1:", "'http://'")),
+    (api_key_with_trailing_newline, ConfigError, ("API key from api_key=", "newline",
+                                                  "at its end", "key.strip()")),
+    (env_api_key_with_trailing_newline, ConfigError, ("PLAIT_CATALOG_KEY", "'fast'",
+                                                      "newline", "key.strip()")),
 ]
 
 
@@ -450,6 +506,31 @@ def test_bad_input(case: Callable[..., Any], error: type[PlaitError], fragments:
     message = str(info.value)
     for fragment in fragments:
         assert fragment in message, f"{fragment!r} missing from: {message}"
+
+
+def test_key_errors_never_quote_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    for case in (api_key_with_trailing_newline,
+                 lambda: env_api_key_with_trailing_newline(monkeypatch)):
+        with pytest.raises(ConfigError) as info:
+            case()
+        assert KEY_WITH_NEWLINE.strip() not in str(info.value)
+
+
+def test_a_copied_config_keeps_its_inline_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deepcopy (modules and configs get copied) must not switch to the environment's key."""
+    monkeypatch.setenv("PLAIT_CATALOG_ENV_KEY", "sk-wrong-key-from-the-environment")
+
+    async def main() -> Any:
+        async with LLMServer(require_api_key="sk-the-right-inline-key") as server:
+            original = ResourceConfig(endpoints={"fast": OpenAIEndpointConfig(
+                model="m", base_url=server.openai_base_url, api_key="sk-the-right-inline-key",
+                api_key_env="PLAIT_CATALOG_ENV_KEY", max_retries=0)})
+            copied = copy.deepcopy(original)
+            shallow = copy.copy(original["fast"])
+            assert shallow.api_key == "sk-the-right-inline-key"
+            return await One().bind(resources=copied)("x")
+
+    assert arun(main()) == "[m] echo: x"
 
 
 def test_the_catalog_is_big_enough() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import pickle
 from pathlib import Path
 
@@ -51,9 +53,9 @@ def test_inline_keys_never_leave_the_process() -> None:
     [
         ("max_concurrent", 0, "max_concurrent must be >= 1, got 0. No limit: use None."),
         ("max_concurrent", -3, "max_concurrent must be >= 1, got -3"),
-        ("rate_limit", 0, "rate_limit must be >= 1"),
-        ("tokens_per_minute", -1.0, "tokens_per_minute must be >= 1"),
-        ("max_concurrent", True, "max_concurrent must be a number or None"),
+        ("rate_limit", 0, "rate_limit must be > 0, got 0. No limit: use None."),
+        ("tokens_per_minute", -1.0, "tokens_per_minute must be > 0"),
+        ("max_concurrent", True, "max_concurrent must be a whole number or None, got True"),
         ("max_retries", -1, "max_retries must be >= 0"),
         ("timeout", 0, "timeout must be > 0"),
         ("transport", "grpc", "transport must be 'aiohttp' or 'sdk'"),
@@ -123,3 +125,66 @@ def test_yaml_round_trip_and_errors(tmp_path: Path) -> None:
     unknown.write_text("endpoints:\n  fast: {provider_api: openai, model: a, speed: 3}\n")
     with pytest.raises(ConfigError, match=r"unknown.yaml: Unknown key\(s\) \['speed'\]"):
         ResourceConfig.from_yaml(unknown)
+
+
+def test_provider_configs_are_classes() -> None:
+    openai = OpenAIEndpointConfig("gpt-4o-mini", max_concurrent=4)
+    anthropic = AnthropicEndpointConfig(model="claude")
+    assert isinstance(openai, OpenAIEndpointConfig) and isinstance(openai, EndpointConfig)
+    assert isinstance(anthropic, AnthropicEndpointConfig)
+    assert not isinstance(openai, AnthropicEndpointConfig)
+    assert openai.provider_api == "openai" and anthropic.provider_api == "anthropic"
+    replaced = dataclasses.replace(openai, timeout=5.0)
+    assert type(replaced) is OpenAIEndpointConfig and replaced.timeout == 5.0
+    restored = pickle.loads(pickle.dumps(anthropic))
+    assert type(restored) is AnthropicEndpointConfig and restored == anthropic
+    vllm = OpenAIEndpointConfig("m", provider_api="vllm", base_url="http://h:8000/v1")
+    assert vllm.key_env_var is None
+    with pytest.raises(ConfigError, match="AnthropicEndpointConfig speaks the Anthropic"):
+        AnthropicEndpointConfig(model="m", provider_api="openai")
+    with pytest.raises(ConfigError, match="OpenAIEndpointConfig speaks the OpenAI"):
+        OpenAIEndpointConfig(model="m", provider_api="anthropic")
+
+
+def test_copies_keep_the_inline_key_pickles_drop_it() -> None:
+    cfg = OpenAIEndpointConfig(model="m", api_key="sk-inline-0123456789")
+    assert copy.deepcopy(cfg).api_key == "sk-inline-0123456789"
+    assert copy.copy(cfg).api_key == "sk-inline-0123456789"
+    res = copy.deepcopy(ResourceConfig(endpoints={"fast": cfg}))
+    assert res["fast"].api_key == "sk-inline-0123456789"
+    assert pickle.loads(pickle.dumps(cfg)).api_key is None  # never shipped
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"timeout": "30"}, "timeout must be a number, got '30' (str). Write timeout=30"),
+        ({"timeout": float("inf")}, "timeout must be finite"),
+        ({"max_retries": 2.5}, "max_retries must be a whole number"),
+        ({"max_response_bytes": 0}, "max_response_bytes must be >= 1"),
+        ({"input_cost_per_1m": "1.5"}, "input_cost_per_1m must be a number"),
+        ({"base_url": "api.openai.com/v1"}, "base_url='https://api.openai.com/v1'"),
+        ({"base_url": "ftp://h/v1"}, "only 'http' and 'https'"),
+        ({"base_url": "http:///v1"}, "has no host"),
+        ({"base_url": " http://h/v1"}, "whitespace"),
+        ({"api_key": "sk-abcdefgh\n"}, "contains a newline at its end"),
+        ({"api_key": " sk-abcdefgh"}, "whitespace at its start"),
+        ({"api_key": "sk-abc\u201cdefgh"}, "a non-ASCII character at position 6"),
+        ({"api_key": 123}, "api_key must be a string or None, got int"),
+    ],
+)
+def test_values_that_cannot_work_are_refused(kwargs: dict[str, object], words: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        EndpointConfig(provider_api="openai", model="m", **kwargs)  # pyright: ignore[reportArgumentType]
+    assert words in str(info.value)
+    if "api_key" in kwargs:
+        assert "abcdefgh" not in str(info.value)  # the key is never quoted
+
+
+def test_key_from_the_environment_is_checked_when_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PLAIT_NL_KEY", "sk-from-env-abcdef\r\n")
+    cfg = OpenAIEndpointConfig(model="m", api_key_env="PLAIT_NL_KEY")
+    with pytest.raises(ConfigError) as info:
+        cfg.resolve_api_key("fast")
+    assert "environment variable PLAIT_NL_KEY (endpoint 'fast')" in str(info.value)
+    assert "sk-from-env" not in str(info.value)

@@ -6,12 +6,14 @@ import aiohttp
 import pytest
 
 from plait.clients._errors import (
+    body_too_large,
     error_from_exception,
     error_from_status,
     parse_retry_after,
 )
+from plait.clients._redact import Redactor
 from plait.clients.anthropic_wire import anthropic_payload, parse_anthropic_reply
-from plait.clients.base import LLMRequest
+from plait.clients.base import LLMRequest, Usage
 from plait.clients.openai_wire import openai_payload, parse_openai_reply
 from plait.errors import (
     APIConnectionError,
@@ -100,3 +102,56 @@ def test_anthropic_reply_parsing():
     assert json.loads(parse_anthropic_reply(tool, "a").text) == {"k": 1}
     with pytest.raises(ResponseFormatError):
         parse_anthropic_reply({"content": []}, "a")
+
+
+@pytest.mark.parametrize("bad", ["n/a", None, -1, 2.5, True, [3], {"n": 1}, "12"])
+def test_malformed_usage_is_unknown_not_an_error(bad):
+    openai_reply = {"choices": [{"message": {"content": "ok"}}],
+                    "usage": {"prompt_tokens": bad, "completion_tokens": 3}}
+    response = parse_openai_reply(openai_reply, "fast")
+    assert response.text == "ok" and not response.usage.known
+    assert response.usage.input_tokens == 0 and response.usage.output_tokens == 3
+    anthropic_reply = {"content": [{"type": "text", "text": "ok"}],
+                       "usage": {"input_tokens": 4, "output_tokens": bad}}
+    response = parse_anthropic_reply(anthropic_reply, "fast")
+    assert response.text == "ok" and not response.usage.known
+
+
+def test_usage_without_a_usage_object_is_unknown():
+    assert not Usage.from_reply(None, "prompt_tokens", "completion_tokens").known
+    assert not Usage.from_reply("n/a", "prompt_tokens", "completion_tokens").known
+    good = Usage.from_reply({"prompt_tokens": 7, "completion_tokens": 2.0}, "prompt_tokens",
+                            "completion_tokens")
+    assert good == Usage(7, 2) and good.known
+
+
+def test_redactor_masks_the_key_and_credential_headers():
+    redact = Redactor("sk-this-endpoint-key")
+    assert redact.text("bad key sk-this-endpoint-key!") == "bad key ***!"
+    assert redact.text('{"Authorization": "Bearer sk-another-key-99"}') == (
+        '{"Authorization": "Bearer ***"}')
+    assert redact.text("x-api-key: abc123secret\r\nother: 1") == "x-api-key: ***\r\nother: 1"
+    assert redact.text("{'authorization': 'Bearer tok_123456'}") == (
+        "{'authorization': 'Bearer ***'}")
+    assert redact.text("nothing secret, bearer of news") == "nothing secret, bearer of news"
+    assert Redactor("k").text("k is too short to be a key") == "k is too short to be a key"
+
+
+def test_redacted_error_keeps_type_and_fields_and_drops_its_chain():
+    err = error_from_status(429, {"retry-after": "2"},
+                            b'{"error": {"message": "key sk-this-endpoint-key is limited"}}',
+                            "fast")
+    err.__cause__ = ValueError("sk-this-endpoint-key")
+    masked = Redactor("sk-this-endpoint-key").error(err)
+    assert type(masked) is RateLimitError and masked.retryable and masked.retry_after == 2.0
+    assert masked.status == 429 and masked.alias == "fast"
+    assert "sk-this-endpoint-key" not in str(masked) + (masked.body or "")
+    assert masked.__cause__ is None
+    clean = error_from_status(500, None, b"plain failure", "fast")
+    assert Redactor("sk-this-endpoint-key").error(clean) is clean
+
+
+def test_body_too_large_is_a_retryable_format_error():
+    err = body_too_large(1024, "fast", 200, declared=5000)
+    assert isinstance(err, ResponseFormatError) and err.retryable
+    assert "declares 5000 bytes" in str(err) and "max_response_bytes=1024" in str(err)
