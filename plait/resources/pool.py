@@ -219,7 +219,7 @@ class EndpointPool:
                     s.record_error(err, 200)
                 return err
         for s in stats:
-            s.record_success(end - start, usage.input_tokens, usage.output_tokens)
+            s.record_success(end - start, usage.input_tokens, usage.output_tokens, usage.known)
         self.permits.on_success()
         return response, parsed
 

@@ -19,7 +19,8 @@ from plait.testing._wire import ChatRequest
 __all__ = ["Fault", "FaultKind", "Responder", "ServerConfig"]
 
 FaultKind = Literal[
-    "429", "500", "503", "400", "malformed", "empty_choices", "truncated", "hang", "close"
+    "429", "500", "503", "400", "malformed", "empty_choices", "truncated", "hang", "close",
+    "bad_usage", "endless", "echo_key",
 ]
 _FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
 
@@ -43,7 +44,11 @@ class Fault:
             "empty_choices" (200 with no choices / no content blocks), "truncated" (200 whose
             body stops mid-JSON, shorter than its Content-Length), "hang" (no answer for
             ``hang_seconds``, then the connection closes), "close" (connection closed, no
-            response).
+            response), "bad_usage" (a normal 200 reply whose usage token counts are "n/a"),
+            "endless" (200 whose chunked body never ends: it stops after ``body_bytes``, when
+            the client hangs up, or when the server stops), "echo_key" (401 whose error
+            message quotes the request's ``Authorization`` and ``x-api-key`` headers, as a
+            careless proxy does).
         model: Only requests for this model.
         match: Only requests whose last user message contains this text.
         every: Fire on every Nth matching request (N >= 1).
@@ -52,6 +57,7 @@ class Fault:
             ``every`` or ``probability``.
         retry_after: Seconds sent in ``retry-after``/``retry-after-ms`` for a "429".
         hang_seconds: How long a "hang" lasts (bounded; the server's stop ends it early).
+        body_bytes: How many bytes an "endless" body sends at most.
 
     Example:
         >>> Fault("429", retry_after=2.0)           # the next request gets a 429
@@ -67,6 +73,7 @@ class Fault:
     times: int | None = None
     retry_after: float = 1.0
     hang_seconds: float = 30.0
+    body_bytes: int = 256 * 2**20
 
     def __post_init__(self) -> None:
         kind = str(self.kind)
@@ -81,6 +88,8 @@ class Fault:
             raise ConfigError(f"Fault times must be >= 1 or None, got {self.times}.")
         if self.retry_after < 0 or self.hang_seconds < 0:
             raise ConfigError("Fault retry_after and hang_seconds must be >= 0.")
+        if self.body_bytes < 1:
+            raise ConfigError(f"Fault body_bytes must be >= 1, got {self.body_bytes}.")
 
     @property
     def limit(self) -> int | None:

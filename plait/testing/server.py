@@ -36,6 +36,7 @@ from plait.testing._config import Fault, ServerConfig
 from plait.testing._faults import FaultPlan
 from plait.testing._limits import ALL_MODELS, Limits
 from plait.testing._replies import Replier, fault_response, json_response
+from plait.testing._reply_faults import REPLY_FAULTS, reply_fault_response
 from plait.testing._resources import DEFAULT_KEY, ServerURLs
 from plait.testing._stats import ServerStats, StatsCounter
 from plait.testing._wire import (
@@ -318,6 +319,11 @@ class LLMServer(ServerURLs):
     ) -> web.StreamResponse:
         if fault.kind == "hang":
             await self._wait_stopping(fault.hang_seconds)
+        if fault.kind in REPLY_FAULTS:
+            text, tool_input = await self._replier.reply(req)
+            reply = await reply_fault_response(request, fmt, req, fault, text, tool_input)
+            self._stats.responded(reply.status)
+            return reply
         response = await fault_response(request, fmt, req, fault)
         if response.status != 200:
             self._stats.responded(response.status)
