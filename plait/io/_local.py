@@ -86,7 +86,7 @@ async def arun_dataset_local(
     graph = pipeline.graph_for(0, tuple(sorted(mapping)))
     out = OutputDir(output)
     out.prepare(pipeline_hash(pipeline, graph), src.description,
-                resume if checkpoint else "fresh")
+                resume if checkpoint else "fresh", total=src.total)
     committed = out.committed_ranges()
     open_chunks: dict[int, _Open] = {}
     owner: dict[int, int] = {}

@@ -13,8 +13,12 @@ directory, fsynced, and renamed (``os.replace`` is atomic), so a process killed 
 leaves no partial part. Part names are a pure function of the row range, so a chunk written
 twice (a worker that died after committing, then redone elsewhere) replaces itself instead of
 duplicating rows; a rerun skips every row inside a committed range. Each part's footer carries
-its counts (rows, errors, tokens) under the key ``plait``, so a resumed run can total the
-output without reading the data. Files starting with ``_`` or ``.`` are ignored by Parquet
+(key ``plait.part``) its counts (rows, errors, tokens), its row range, the id of the output
+directory it was written for (``output_id`` in the manifest) and a sha256 of its data pages
+and of those fields, so a resumed run can total the output without reading the data, and a
+part that was truncated, edited, renamed or copied in from another output is refused with a
+``CheckpointError`` naming it, never adopted (the driver verifies every part before a run,
+``read_output`` before reading). Files starting with ``_`` or ``.`` are ignored by Parquet
 readers (``pyarrow.dataset``, Spark, Ray Data), so ``pq.read_table(directory)`` reads the rows.
 """
 
@@ -22,17 +26,17 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, cast
 
 from plait.errors import CheckpointError
 from plait.io._arrow import Table, pa, pq
+from plait.io._parts import PART_RE, ChunkStats, PartInfo, read_part_info, write_part_file
 
 __all__ = [
+    "MANIFEST_NAME",
     "ChunkStats",
     "OutputDir",
     "ResumeMode",
@@ -40,38 +44,12 @@ __all__ = [
     "read_output",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _MANIFEST = "_plait_dataset.json"
-_PART_RE = re.compile(r"^part-(\d{12})-(\d{12})\.parquet$")
-_META_KEY = b"plait"
+MANIFEST_NAME = _MANIFEST
 
 ResumeMode = Literal["auto", "force", "fresh"]
 
-
-@dataclass
-class ChunkStats:
-    """Counts of one committed chunk (also stored in its part's footer).
-
-    Attributes:
-        rows: Rows in the chunk.
-        errors: Rows whose ``error`` is set.
-        input_tokens: Input tokens of the chunk's rows.
-        output_tokens: Output tokens of the chunk's rows.
-        skipped: True when the chunk was already committed and not run again.
-    """
-
-    rows: int = 0
-    errors: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    skipped: bool = False
-
-    def add(self, other: ChunkStats) -> None:
-        """Add ``other``'s counts to these."""
-        self.rows += other.rows
-        self.errors += other.errors
-        self.input_tokens += other.input_tokens
-        self.output_tokens += other.output_tokens
 
 
 class OutputDir:
@@ -83,30 +61,47 @@ class OutputDir:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        self.output_id = ""
 
     # -- manifest and resume ------------------------------------------------------------------
-    def prepare(self, pipeline_hash: str, source: str, resume: ResumeMode) -> None:
+    def prepare(self, pipeline_hash: str, source: str, resume: ResumeMode,
+                total: int | None = None) -> None:
         """Create the directory, or check it belongs to this pipeline and source.
+
+        Every committed part is verified (checksum, owner, row range), so a run never adopts
+        a damaged or foreign part.
 
         Args:
             pipeline_hash: Hash of the pipeline (graph, prompts, LLM settings).
             source: A description of the source (paths and sizes, or a content hash).
             resume: "auto" resumes only a matching output, "force" resumes any, "fresh"
                 deletes the committed parts first.
+            total: Rows in the source, when known: a part holding rows past it is refused.
 
         Raises:
             CheckpointError: With "auto", the directory holds another pipeline's or source's
-                output.
+                output, or parts without a manifest; in any mode, the manifest or a part is
+                damaged or belongs to another output.
         """
+        if self.path.exists() and not self.path.is_dir():
+            raise CheckpointError(
+                f"The output {self.path} is a file, not a directory. Pass a directory path "
+                "(created if missing) for the Parquet parts."
+            )
         self.path.mkdir(parents=True, exist_ok=True)
         manifest = self.path / _MANIFEST
         if resume == "fresh":
             self._delete_parts()
-        elif manifest.exists():
-            old = json.loads(manifest.read_text())
+            manifest.unlink(missing_ok=True)
+        old = _read_manifest(manifest)
+        parts = self.part_paths()
+        if old is None:
+            self.output_id = self._orphan_owner(parts, resume) or secrets.token_hex(8)
+        else:
+            self.output_id = old["output_id"]
             changed = [name for name, new in (("pipeline", pipeline_hash), ("source", source))
                        if old.get(name) != new]
-            if changed and resume == "auto" and self.part_paths():
+            if changed and resume == "auto" and parts:
                 raise CheckpointError(
                     f"The output directory {self.path} holds results of a different "
                     f"{' and '.join(changed)} ({', '.join(f'{n}: {old.get(n)!r}' for n in changed)}"
@@ -114,9 +109,54 @@ class OutputDir:
                     "missing rows, resume='fresh' to delete them and start over, or choose "
                     "another output directory."
                 )
+        self.verify_parts(total)
         self._clean_temp_files()
-        data = {"pipeline": pipeline_hash, "source": source, "format_version": FORMAT_VERSION}
+        data = {"pipeline": pipeline_hash, "source": source, "format_version": FORMAT_VERSION,
+                "output_id": self.output_id}
         _atomic_write(manifest, json.dumps(data, indent=2).encode())
+
+    def _orphan_owner(self, parts: list[Path], resume: ResumeMode) -> str | None:
+        if not parts:
+            return None
+        if resume != "force":
+            raise CheckpointError(
+                f"The output directory {self.path} has {len(parts)} part files (e.g. "
+                f"{parts[0].name}) but no {_MANIFEST}, so it is unknown which run wrote them. "
+                "Pass resume='fresh' to delete them and start over, resume='force' to adopt "
+                "them (their checksums are still verified), or choose another output directory."
+            )
+        owners = {read_part_info(path, None).output_id for path in parts}
+        if len(owners) != 1:
+            raise CheckpointError(
+                f"The output directory {self.path} has no {_MANIFEST} and its parts come from "
+                f"{len(owners)} different outputs, so they cannot be adopted together. Pass "
+                "resume='fresh' to delete them, or keep only one output's part files."
+            )
+        return owners.pop()
+
+    def verify_parts(self, total: int | None = None) -> list[PartInfo]:
+        """Check every committed part: checksum, owner, name, no overlap, within ``total``.
+
+        Raises:
+            CheckpointError: Naming the first bad part and what to do.
+        """
+        infos = [read_part_info(path, self.output_id or None) for path in self.part_paths()]
+        previous: PartInfo | None = None
+        for info in infos:
+            if previous is not None and info.start < previous.end:
+                raise CheckpointError(
+                    f"Output parts {previous.path.name} and {info.path.name} in {self.path} "
+                    "overlap, so some rows would appear twice. Delete the stray one (or rerun "
+                    "with resume='fresh' to start over)."
+                )
+            if total is not None and info.end > total:
+                raise CheckpointError(
+                    f"Output part {info.path} holds rows {info.start}-{info.end - 1}, but the "
+                    f"source has {total} rows: it was left by another run. Delete it (or rerun "
+                    "with resume='fresh' to start over)."
+                )
+            previous = info
+        return infos
 
     def _delete_parts(self) -> None:
         for path in self.part_paths():
@@ -132,7 +172,7 @@ class OutputDir:
         """Every committed part file, in row order."""
         if not self.path.is_dir():
             return []
-        return sorted(p for p in self.path.iterdir() if _PART_RE.match(p.name))
+        return sorted(p for p in self.path.iterdir() if PART_RE.match(p.name))
 
     def part_path(self, start: int, end: int) -> Path:
         """Where the part of rows [start, end) goes."""
@@ -142,7 +182,7 @@ class OutputDir:
         """Row ranges [start, end) already committed, sorted and merged."""
         ranges: list[tuple[int, int]] = []
         for path in self.part_paths():
-            match = _PART_RE.match(path.name)
+            match = PART_RE.match(path.name)
             if match is not None:
                 ranges.append((int(match[1]), int(match[2])))
         return _merge(sorted(ranges))
@@ -152,30 +192,17 @@ class OutputDir:
         return self.part_path(start, end).exists()
 
     def write_part(self, start: int, end: int, table: Table, stats: ChunkStats) -> Path:
-        """Commit rows [start, end) atomically, with ``stats`` in the footer."""
-        meta = dict(table.schema.metadata or {})
-        meta[_META_KEY] = json.dumps(asdict(stats)).encode()
-        table = table.replace_schema_metadata(meta)
+        """Commit rows [start, end) atomically, with ``stats`` and a checksum in the footer."""
+        if not self.output_id:
+            self.output_id = _read_manifest_id(self.path / _MANIFEST)
         final = self.part_path(start, end)
-        tmp = final.with_name(f".{final.name}.tmp-{secrets.token_hex(4)}")
-        try:
-            with tmp.open("wb") as f:
-                pq.write_table(table, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_part_file(final, start, end, table, stats, self.output_id)
         _fsync_dir(self.path)
         return final
 
     def part_stats(self, path: Path) -> ChunkStats:
         """The counts stored in one part's footer."""
-        meta: dict[bytes, bytes] = pq.read_schema(path).metadata or {}
-        raw = meta.get(_META_KEY)
-        if raw is None:
-            return ChunkStats(rows=pq.read_metadata(path).num_rows)
-        return ChunkStats(**json.loads(raw))
+        return read_part_info(path, None, verify=False).stats
 
     def committed_stats(self) -> ChunkStats:
         """The counts of every committed part (footers only, no data read)."""
@@ -185,17 +212,63 @@ class OutputDir:
         return total
 
 
+def _read_manifest(path: Path) -> dict[str, Any] | None:
+    try:
+        raw: Any = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"Output manifest {path} cannot be read ({type(exc).__name__}: {exc}). "
+            f"{_MANIFEST_CHOICES}"
+        ) from None
+    manifest: dict[str, Any] = (
+        cast("dict[str, Any]", raw) if isinstance(raw, dict) else {})
+    output_id = manifest.get("output_id")
+    if manifest.get("format_version") != FORMAT_VERSION or not (
+            isinstance(output_id, str) and output_id):
+        raise CheckpointError(
+            f"Output manifest {path} is not a plait manifest of format version "
+            f"{FORMAT_VERSION} (format_version {manifest.get('format_version')!r}). "
+            f"{_MANIFEST_CHOICES}"
+        )
+    return manifest
+
+
+def _read_manifest_id(path: Path) -> str:
+    manifest = _read_manifest(path)
+    if manifest is None:
+        raise CheckpointError(
+            f"Output manifest {path} is missing while parts are being written; the driver "
+            "creates it before any worker starts. Rerun the job."
+        )
+    return str(manifest["output_id"])
+
+
+_MANIFEST_CHOICES = (
+    "Rerun with resume='fresh' to delete the output's parts and start over, delete the "
+    "manifest and rerun with resume='force' to adopt the parts (their checksums are still "
+    "verified), or choose another output directory."
+)
+
+
 def read_output(path: str | os.PathLike[str]) -> Table:
     """Read a dataset run's output as one table, sorted by ``row_id``.
 
     Parts may disagree on a column's type when one chunk had only nulls in it (every row
     failed); their schemas are unified permissively (null widens to the other type).
 
+    Raises:
+        CheckpointError: A part is damaged, overlaps another, or belongs to another output.
+
     Example:
         >>> table = read_output("out/")  # doctest: +SKIP
         >>> table.column("output").to_pylist()[:3]  # doctest: +SKIP
     """
-    tables = [pq.read_table(p) for p in OutputDir(path).part_paths()]
+    out = OutputDir(path)
+    manifest = _read_manifest(out.path / _MANIFEST)
+    out.output_id = str(manifest["output_id"]) if manifest is not None else ""
+    tables = [pq.read_table(info.path) for info in out.verify_parts()]
     if not tables:
         return pa.table({})
     schema = pa.unify_schemas([t.schema.remove_metadata() for t in tables],

@@ -86,9 +86,12 @@ class FileSource(Source):
                 "Use one format: .parquet, .csv or .jsonl."
             )
         self.format = str(kinds.pop())
-        self.dataset = pads.dataset([str(p) for p in files], format=self.format)
+        try:
+            self.dataset = pads.dataset([str(p) for p in files], format=self.format)
+            self.total = self.dataset.count_rows() if self.format == "parquet" else None
+        except (OSError, pa.ArrowException) as exc:
+            raise InputError(self._unreadable(exc)) from None
         self.description = json.dumps([[str(p), p.stat().st_size] for p in files])
-        self.total = self.dataset.count_rows() if self.format == "parquet" else None
 
     def column_names(self) -> list[str]:
         """The files' columns."""
@@ -97,7 +100,23 @@ class FileSource(Source):
     def batches(self, batch_size: int) -> Iterator[RecordBatch]:
         """Scan the files in order; one batch in memory at a time."""
         scanner = self.dataset.scanner(batch_size=batch_size)
-        yield from scanner.to_batches()
+        batches = iter(scanner.to_batches())
+        while True:
+            try:
+                batch = next(batches, None)
+            except (OSError, pa.ArrowException) as exc:
+                raise InputError(self._unreadable(exc)) from None
+            if batch is None:
+                return
+            yield batch
+
+    def _unreadable(self, exc: BaseException) -> str:
+        # Arrow's message names the file that failed; ours names the input and the fix.
+        return (
+            f"Input {self.path} cannot be read as {self.format} ({type(exc).__name__}: {exc}). "
+            "The file is damaged or not in that format: re-export it, or remove the bad file "
+            "from the input directory."
+        )
 
 
 class ListSource(Source):

@@ -123,7 +123,7 @@ def run_dataset(
     graph = pipeline.graph_for(0, tuple(sorted(mapping)))
     out = OutputDir(Path(output).resolve())
     out.prepare(pipeline_hash(pipeline, graph), src.description,
-                resume if checkpoint else "fresh")
+                resume if checkpoint else "fresh", total=src.total)
     committed = out.committed_ranges()
     count = workers or _default_workers()
     if count < 1:
