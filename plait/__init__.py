@@ -15,6 +15,7 @@ from plait import functional
 from plait.containers import ModuleDict, ModuleList, ParameterDict, ParameterList, Sequential
 from plait.errors import (
     BatchError,
+    CallError,
     ConfigError,
     InputError,
     LLMError,
@@ -25,6 +26,7 @@ from plait.errors import (
     TransientError,
 )
 from plait.execution import (
+    Batch,
     BatchResult,
     ExecutionSettings,
     RunReport,
@@ -49,8 +51,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AnthropicEndpointConfig",
+    "Batch",
     "BatchError",
     "BatchResult",
+    "CallError",
     "ConfigError",
     "EndpointConfig",
     "ExecutionSettings",

@@ -12,6 +12,8 @@ PlaitError
 ├── ModuleDefinitionError       a Module defined wrongly (forgot super().__init__(), ...)
 ├── TraceError                  forward() did something tracing cannot capture
 ├── InputError                  a call's inputs do not fit forward() (batch shapes, ...)
+├── CallError                   a call used wrongly (an unrun call used as a value, run_sync
+│                               on plait's own loop)
 ├── LLMError                    one LLM request failed (status, retry_after, retryable)
 │   ├── TransientError          the kinds retried by default (catch this for "try later")
 │   │   ├── RateLimitError      429
@@ -51,6 +53,7 @@ __all__ = [
     "BadRequestError",
     "BatchError",
     "BatchingError",
+    "CallError",
     "CheckpointError",
     "ConfigError",
     "FunctionalError",
@@ -120,6 +123,10 @@ class TraceError(PlaitError):
 
 class InputError(PlaitError, TypeError):
     """The inputs of a call do not fit the pipeline's forward()."""
+
+
+class CallError(PlaitError, TypeError):
+    """A module call used in a way that cannot run; the message gives the right way."""
 
 
 class LLMError(PlaitError):

@@ -112,6 +112,14 @@ class Module:
             return d["_parameters"][name]
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
+    def __dir__(self) -> list[str]:
+        """Attributes, plus children and Parameters reachable as attributes (as in torch)."""
+        names = set(super().__dir__())
+        d = self.__dict__
+        names.update(k for k in (*d.get("_children", ()), *d.get("_parameters", ()))
+                     if k.isidentifier())
+        return sorted(names)
+
     def __delattr__(self, name: str) -> None:
         if name in self._children:
             del self._children[name]
@@ -245,13 +253,19 @@ class Module:
         )
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """Record the call while tracing; otherwise start running (awaitable)."""
+        """Record the call while tracing; otherwise run it.
+
+        From synchronous code (no running event loop), a module that is not bound and makes
+        no LLM call returns its result at once. Every other call returns a ``PendingCall``
+        to ``await`` (or ``asyncio.run``, or ``async for`` to stream). A list is a batch
+        unless forward()'s input is annotated as a list; ``Batch(rows)`` is always a batch.
+        """
         tracer = active_tracer()
         if tracer is not None:
             return tracer.call_module(self, args, kwargs)
-        from plait.execution.call import PendingCall
+        from plait.execution.call import call_module
 
-        return PendingCall(self, args, kwargs)
+        return call_module(self, args, kwargs)
 
     def bind(self, resources: Any = None, **settings: Any) -> Self:
         """Attach resources and execution settings to this module; returns the module.
@@ -274,7 +288,13 @@ class Module:
         return self
 
     def run_sync(self, *args: Any, **kwargs: Any) -> Any:
-        """Run synchronously (scripts, notebooks); works inside a running event loop too."""
+        """Run synchronously (scripts, notebooks); works inside a running event loop too.
+
+        Raises:
+            CallError: When called from a leaf module's forward() that itself runs under
+                ``run_sync`` (it would wait for itself); make that forward ``async def``
+                and ``await`` the call instead.
+        """
         from plait.execution.call import run_sync
 
         return run_sync(self, args, kwargs)

@@ -2,11 +2,13 @@
 
 from plait.execution.call import PendingCall, run
 from plait.execution.contract import Executor, Job, get_executor
+from plait.execution.inputs import Batch
 from plait.execution.report import RunReport
 from plait.execution.results import BatchResult, RowResult
 from plait.execution.settings import ExecutionSettings, ResolvedSettings, get_execution_settings
 
 __all__ = [
+    "Batch",
     "BatchResult",
     "ExecutionSettings",
     "Executor",

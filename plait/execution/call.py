@@ -1,4 +1,15 @@
-"""Calling a pipeline: ``await pipeline(x)``, batches, streams, ``run()`` and ``run_sync``."""
+"""Calling a pipeline: ``await pipeline(x)``, batches, streams, ``run()`` and ``run_sync``.
+
+The calling rule (README, "Running"):
+
+* While tracing, a call is recorded in the graph (``Tracer.call_module``).
+* From synchronous code (no event loop running in this thread), a module that is not bound
+  and makes no LLM call runs at once and returns its result, as in PyTorch.
+* Every other call returns a ``PendingCall``: a coroutine, so ``await``, ``asyncio.run``,
+  ``asyncio.create_task`` and ``asyncio.gather`` take it, and ``async for`` streams it.
+  Using one as a value (``str``, ``bool``, f-strings) raises ``CallError``, and one that is
+  dropped without running warns like a coroutine that was never awaited.
+"""
 
 from __future__ import annotations
 
@@ -6,52 +17,159 @@ import asyncio
 import concurrent.futures
 import contextvars
 import threading
-import time
-from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any
+import warnings
+from collections.abc import AsyncIterator, Coroutine, Generator
+from typing import Any, NoReturn
 
-from plait.errors import BatchError, ConfigError, PlaitError
-from plait.execution.contract import Job, get_executor
-from plait.execution.inputs import CallInputs, split_inputs
-from plait.execution.report import RunObserver
-from plait.execution.results import BatchResult, RowResult
-from plait.execution.settings import ExecutionSettings, ResolvedSettings, resolve_settings
-from plait.execution.shared import loop_manager
-from plait.graph import InferenceGraph
+from plait.errors import CallError
+from plait.execution.results import BatchResult
+from plait.execution.running import CallSpec, await_call, stream_call
+from plait.execution.settings import ExecutionSettings
 from plait.module import Module
 
-__all__ = ["PendingCall", "run", "run_sync"]
+__all__ = ["PendingCall", "call_module", "run", "run_sync"]
+
+_NEW, _AWAITED, _STREAMED, _CLOSED = "new", "awaited", "streamed", "closed"
 
 
-class PendingCall:
-    """A pipeline call not yet started.
+class PendingCall(Coroutine[Any, Any, Any]):
+    """A pipeline call not yet run: a coroutine that can also be streamed.
 
-    ``await`` it for the result, or ``async for`` over it to receive ``BatchResult``s as rows
-    finish.
+    ``await`` it (or pass it to ``asyncio.run`` / ``asyncio.create_task``) for the result, or
+    ``async for`` over it to receive ``BatchResult``s as rows finish. It runs once.
 
     Awaiting a single input returns the output or raises the row's error. Awaiting a batch
     returns the outputs in input order, or raises ``BatchError`` carrying every failure and
     the successful outputs; with ``streaming=True`` it returns ``BatchResult``s instead.
     """
 
-    __slots__ = ("args", "kwargs", "module", "overrides")
+    __slots__ = ("_coro", "_spec", "_state")
 
-    def __init__(self, module: Module, args: tuple[Any, ...], kwargs: dict[str, Any],
-                 overrides: dict[str, Any] | None = None) -> None:
-        self.module = module
-        self.args = args
-        self.kwargs = kwargs
-        self.overrides = overrides or {}
+    def __init__(self, spec: CallSpec) -> None:
+        self._spec = spec
+        self._coro: Coroutine[Any, Any, Any] | None = None
+        self._state = _NEW
 
-    def __await__(self) -> Any:
-        return _await_call(self).__await__()
+    @property
+    def module(self) -> Module:
+        """The called module."""
+        return self._spec.module
+
+    @property
+    def args(self) -> tuple[Any, ...]:
+        """The call's positional arguments."""
+        return self._spec.args
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        """The call's keyword arguments."""
+        return self._spec.kwargs
+
+    @property
+    def overrides(self) -> dict[str, Any]:
+        """The call's own settings (``run(..., **settings)``)."""
+        return self._spec.overrides
+
+    @property
+    def __name__(self) -> str:  # pyright: ignore[reportIncompatibleVariableOverride]
+        # asyncio's task repr names the coroutine by its __name__.
+        return f"{type(self._spec.module).__name__}.__call__"
+
+    # --- the coroutine protocol: delegated to one await_call() coroutine -------------------
+    def _coroutine(self) -> Coroutine[Any, Any, Any]:
+        if self._coro is None:
+            self._check_new()
+            self._state = _AWAITED
+            self._coro = await_call(self._spec)
+        return self._coro
+
+    def _check_new(self) -> None:
+        if self._state != _NEW:
+            raise CallError(f"This call of {type(self._spec.module).__name__} was already "
+                            f"{self._state}; a call runs once. Call the module again for "
+                            "another run.")
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        self._check_new()  # each `await` asks anew; asyncio's tasks use send() instead
+        return self._coroutine().__await__()
+
+    def send(self, value: Any) -> Any:
+        """Advance the call (used by asyncio's tasks)."""
+        return self._coroutine().send(value)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        """Raise an exception inside the call (used by asyncio for cancellation)."""
+        coro = self._coroutine()
+        if val is None and tb is None:
+            return coro.throw(typ)
+        return coro.throw(typ, val, tb)  # pyright: ignore[reportDeprecated]
+
+    def close(self) -> None:
+        """Stop the call; a call closed before it started never runs."""
+        if self._coro is not None:
+            self._coro.close()
+        elif self._state == _NEW:
+            self._state = _CLOSED
 
     def __aiter__(self) -> AsyncIterator[BatchResult]:
-        return _stream_call(self)
+        self._check_new()
+        self._state = _STREAMED
+        return stream_call(self._spec)
+
+    # --- misuse: a call used as if it were its result ---------------------------------------
+    def _not_a_value(self, use: str) -> NoReturn:
+        self.close()
+        name = type(self._spec.module).__name__
+        raise CallError(
+            f"{use} was applied to a call of {name} that has not run: calling a module that is "
+            "bound or makes LLM calls, or calling any module while an event loop is running, "
+            f"returns an awaitable. Use `await pipeline(x)` in async code, "
+            f"`asyncio.run(pipeline(x))` or `pipeline.run_sync(x)` in synchronous code."
+        )
+
+    def __str__(self) -> str:
+        self._not_a_value("str()")
+
+    def __format__(self, spec: str) -> str:
+        self._not_a_value("format() (an f-string)")
+
+    def __bool__(self) -> bool:
+        self._not_a_value("bool() (an if/while test)")
+
+    def __repr__(self) -> str:
+        return (f"<PendingCall of {type(self._spec.module).__name__} ({self._state}): await it, "
+                "async-for it, or use run_sync>")
+
+    def __del__(self) -> None:
+        if getattr(self, "_state", None) == _NEW:
+            try:
+                warnings.warn(
+                    f"The call of {type(self._spec.module).__name__} was never awaited, so it "
+                    "never ran. Await it, pass it to asyncio.run(), or use run_sync().",
+                    RuntimeWarning, stacklevel=2,
+                )
+            except Exception:  # interpreter shutting down: nothing to warn to
+                pass
+
+
+def call_module(module: Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``module(*args, **kwargs)`` outside tracing: its result now, or a ``PendingCall``.
+
+    The result comes at once when no event loop runs in this thread, the module is not bound,
+    and its graph makes no LLM call (see the module docstring for the whole rule).
+    """
+    spec = CallSpec(module, args, kwargs)
+    if module.__dict__.get("_bound") is None and _running_loop() is None:
+        inputs = spec.split()  # a generator is read once: the spec keeps the rows
+        if inputs.total != 0 and not module.graph_for(*inputs.shape).llm_nodes():
+            return _run_on_plait_loop(spec)
+    return PendingCall(spec)
 
 
 def run(module: Module, *args: Any, **settings: Any) -> PendingCall:
     """Run ``module`` on ``args`` with per-call settings (highest priority).
+
+    Always returns an awaitable, whatever the module does.
 
     Args:
         module: The pipeline.
@@ -65,7 +183,7 @@ def run(module: Module, *args: Any, **settings: Any) -> PendingCall:
         ...     print(r.index, r.ok)
     """
     ExecutionSettings.check_keys(settings)
-    return PendingCall(module, args, {}, settings)
+    return PendingCall(CallSpec(module, args, {}, settings))
 
 
 def run_sync(module: Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -75,17 +193,41 @@ def run_sync(module: Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> A
     script and in Jupyter (whose loop is already running), and clients shared by an
     ``ExecutionSettings`` block stay on one loop across calls. The caller's context
     (active ExecutionSettings) is carried over.
+
+    Raises:
+        CallError: When called from code running on plait's own loop (a leaf module's
+            forward() inside a ``run_sync`` call), which would wait for itself forever.
     """
+    return _run_on_plait_loop(CallSpec(module, args, kwargs))
+
+
+def _run_on_plait_loop(spec: CallSpec) -> Any:
     loop = _background_loop()
+    if _running_loop() is loop:
+        name = type(spec.module).__name__
+        raise CallError(
+            f"{name} was run synchronously (run_sync, or a call that runs at once) from code "
+            "that is itself running on plait's event loop, such as a leaf module's forward() "
+            "inside a run_sync call; it would wait for itself forever. Make that forward "
+            f"`async def` and `await` the call ({name.lower()}(...)), or make {name} a "
+            "submodule called in the traced forward()."
+        )
     ctx = contextvars.copy_context()
     done: concurrent.futures.Future[Any] = concurrent.futures.Future()
 
     def start() -> None:
-        task = loop.create_task(_await_call(PendingCall(module, args, kwargs)), context=ctx)
+        task = loop.create_task(await_call(spec), context=ctx)
         task.add_done_callback(lambda t: _copy_outcome(t, done))
 
     loop.call_soon_threadsafe(start)
     return done.result()
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _copy_outcome(task: asyncio.Task[Any], done: concurrent.futures.Future[Any]) -> None:
@@ -109,131 +251,3 @@ def _background_loop() -> asyncio.AbstractEventLoop:
             thread.start()
             _loop_holder[:] = [loop]
         return _loop_holder[0]
-
-
-class _Prepared:
-    def __init__(self, call: PendingCall) -> None:
-        self.module = call.module
-        self.settings, self.context = resolve_settings(call.overrides, call.module.__dict__.get(
-            "_bound"))
-        self.inputs: CallInputs = split_inputs(call.module, call.args, call.kwargs)
-        self.graph: InferenceGraph | None = None
-        if self.inputs.total != 0:
-            self.graph = call.module.graph_for(*self.inputs.shape)
-            _check_aliases(self.graph, self.settings, call.module)
-
-
-async def _results(prepared: _Prepared) -> AsyncGenerator[RowResult, None]:
-    """Run the prepared call; yield RowResults as rows finish."""
-    if prepared.graph is None:
-        return
-    settings = prepared.settings
-    executor = get_executor(settings.executor)
-    shared = prepared.context.shared if prepared.context is not None else None
-    observer = RunObserver(prepared.module, settings, prepared.inputs.total,
-                           shared=shared if shared is not None and shared.owns(settings) else None,
-                           batch=prepared.inputs.is_batch)
-    manager = observer.manager
-    if manager is None and getattr(executor, "name", None) == "local":
-        manager = await loop_manager(settings.resources)  # warm connections across calls
-    job = Job(module=prepared.module, graph=prepared.graph, rows=prepared.inputs.rows,
-              settings=settings, events=observer.events, record=prepared.module.training,
-              manager=manager)
-    started = time.perf_counter()
-    checkpoint = observer.open_checkpoint(prepared.graph, prepared.inputs, job)
-    try:
-        async for done in checkpoint.completed():
-            observer.row_done(done)
-            yield done
-        async for result in executor.execute(job):
-            await checkpoint.row_finished(result)
-            observer.row_done(result)
-            yield result
-    finally:
-        await checkpoint.aclose()
-        observer.finish(executor, time.perf_counter() - started)
-
-
-async def _await_call(call: PendingCall) -> Any:
-    prepared = _Prepared(call)
-    inputs = prepared.inputs
-    if not inputs.is_batch:
-        (result,) = [r async for r in _results(prepared)]
-        if result.error is not None:
-            raise result.error
-        return _attach(prepared, result)
-    outputs: dict[int, Any] = {}
-    failures: dict[int, BaseException] = {}
-    results: dict[int, RowResult] = {}
-    async for result in _results(prepared):
-        if prepared.settings.streaming:
-            results[result.index] = result
-        elif result.error is not None:
-            failures[result.index] = result.error
-        else:
-            outputs[result.index] = _attach(prepared, result)
-    if prepared.settings.streaming:
-        return [_batch_result(inputs, results[i]) for i in sorted(results)]
-    count = max([*outputs, *failures], default=-1) + 1
-    if inputs.total is not None:
-        count = max(count, inputs.total)
-    for i in range(count):
-        if i not in outputs and i not in failures:  # never fill a lost row in silently
-            failures[i] = PlaitError(
-                f"Row {i} got no result from the executor. This is a plait bug; please "
-                "report it. Re-run the row to get its output."
-            )
-    ordered = [outputs.get(i) for i in range(count)]
-    if failures:
-        raise BatchError(failures, ordered)
-    return ordered
-
-
-async def _stream_call(call: PendingCall) -> AsyncIterator[BatchResult]:
-    prepared = _Prepared(call)
-    results = _results(prepared)
-    try:
-        if not prepared.settings.preserve_order:
-            async for result in results:
-                yield _batch_result(prepared.inputs, result)
-            return
-        waiting: dict[int, RowResult] = {}
-        next_index = 0
-        async for result in results:
-            waiting[result.index] = result
-            while next_index in waiting:
-                yield _batch_result(prepared.inputs, waiting.pop(next_index))
-                next_index += 1
-    finally:
-        await results.aclose()
-
-
-def _batch_result(inputs: CallInputs, result: RowResult) -> BatchResult:
-    original = inputs.originals[result.index] if inputs.originals is not None else None
-    return BatchResult(result.index, original, result.output, result.error)
-
-
-def _attach(prepared: _Prepared, result: RowResult) -> Any:
-    if result.record is None:
-        return result.output
-    from plait.optim.record import attach_record
-
-    return attach_record(result.output, prepared.module, prepared.graph, result.record)
-
-
-def _check_aliases(graph: InferenceGraph, settings: ResolvedSettings, module: Module) -> None:
-    known = set(settings.resources.aliases())
-    for node in graph.llm_nodes():
-        if node.alias not in known:
-            hint = (
-                "No resources are bound: call pipeline.bind(resources=ResourceConfig(...)), "
-                "use `async with ExecutionSettings(resources=...)`, or pass resources= to run()."
-                if not known else
-                f"Add endpoints={{'{node.alias}': OpenAIEndpointConfig(model=...)}} to the "
-                "ResourceConfig, or change the module's alias."
-            )
-            raise ConfigError(
-                f"{type(module).__name__} node '{node.id}' (LLMInference at {node.source}) uses "
-                f"alias '{node.alias}', which is not in the ResourceConfig (known: "
-                f"{sorted(known)}). {hint}"
-            )

@@ -5,13 +5,39 @@ from __future__ import annotations
 import inspect
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from plait.errors import InputError
+from plait.errors import CallError, InputError
+from plait.execution.annotations import ListAnnotation, list_annotations
 from plait.execution.contract import Row
 from plait.module import Module
 
-__all__ = ["CallInputs", "split_inputs"]
+__all__ = ["Batch", "CallInputs", "split_inputs"]
+
+
+class Batch:
+    """An explicit batch: each element of ``rows`` is one row of the call.
+
+    A plain list is a batch too, unless forward()'s input is annotated as a list (then the
+    list is one input); ``Batch`` is a batch in every case.
+
+    Example:
+        >>> summaries = await pipeline(Batch([["doc a", "doc b"], ["doc c"]]))  # 2 rows
+    """
+
+    __slots__ = ("rows",)
+
+    def __init__(self, rows: Iterable[Any]) -> None:
+        value = cast("object", rows)  # checked: callers pass anything
+        if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
+            raise InputError(
+                f"Batch() takes a list (or iterable) of rows, got a {type(rows).__name__}. "
+                "Each element is one row: Batch([row1, row2])."
+            )
+        self.rows = rows
+
+    def __repr__(self) -> str:
+        return f"Batch({self.rows!r})"
 
 
 @dataclass
@@ -42,6 +68,14 @@ def forward_arity(module: Module) -> int | None:
     return sum(1 for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
 
 
+def _one_required_input(module: Module) -> bool:
+    """True if forward() needs exactly one positional input (the others have defaults)."""
+    params = inspect.signature(module.forward).parameters.values()
+    required = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                and p.default is p.empty]
+    return len(required) == 1
+
+
 def _is_batch_container(value: Any) -> bool:
     return isinstance(value, list) or (
         isinstance(value, Iterator) and not isinstance(value, str | bytes | Mapping)
@@ -51,19 +85,29 @@ def _is_batch_container(value: Any) -> bool:
 def split_inputs(module: Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> CallInputs:
     """Decide single vs batch and produce rows.
 
-    A single positional ``list`` (or iterator) is a batch. Each element is one row: the one
-    input of a one-input forward(), or a tuple (positional) / dict (keyword) of inputs.
+    ``Batch(rows)`` is a batch. A single positional ``list`` (or iterator) is a batch too,
+    unless forward()'s first input is annotated as a list (``docs: list[str]``): then the list
+    is one input. Each element of a batch is one row: the one input of a one-input forward(),
+    or a tuple (positional) / dict (keyword) of inputs.
     """
     arity = forward_arity(module)
     name = type(module).__name__
+    _check_values(module, args, kwargs)
+    if len(args) == 1 and not kwargs and isinstance(args[0], Batch):
+        return _batch(module, args[0].rows, arity)
+    lists = list_annotations(module) if any(isinstance(a, list) for a in args) else {}
     if len(args) == 1 and not kwargs and _is_batch_container(args[0]):
-        return _batch(module, args[0], arity)
+        first: Any = args[0]
+        if not (isinstance(first, list) and 0 in lists and _one_required_input(module)):
+            return _batch(module, cast("Iterable[Any]", first), arity)
+        _check_one_list(module, cast("list[Any]", first), lists[0])  # forward takes a list
     for i, a in enumerate(args):
-        if isinstance(a, list) and len(args) > 1:
+        if isinstance(a, list) and len(args) > 1 and i not in lists:
             raise InputError(
                 f"{name}() got a list as input {i} next to other inputs. To run a batch, pass "
                 f"ONE list of rows, each row a tuple of inputs: {name.lower()}([(a1, b1), "
-                "(a2, b2)]). To pass a list as a single value, make it one row of a batch: "
+                "(a2, b2)]). To pass a list as a single value, annotate that input of forward() "
+                f"as a list (`x: list[str]`), or make it one row of a batch: "
                 f"{name.lower()}([(my_list, other)])."
             )
     shape = (len(args), tuple(sorted(kwargs)))
@@ -133,3 +177,37 @@ def _mixed(module: Module, i: int, a: tuple[int, tuple[str, ...]], j: int,
         f"positional input(s) and keys {list(a[1])}, row {j} has {b[0]} and keys {list(b[1])}. "
         "Every row must pass the same inputs; split the batch or fill in the missing inputs."
     )
+
+
+def _check_values(module: Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    from collections.abc import Coroutine
+
+    name = type(module).__name__
+    for where, value in [*enumerate(args), *kwargs.items()]:
+        if isinstance(value, Batch) and (len(args) != 1 or kwargs):
+            raise InputError(
+                f"{name}() got Batch(...) as input {where!r} next to other inputs. A Batch must "
+                f"be the only argument, each row a tuple of inputs: "
+                f"{name.lower()}(Batch([(a1, b1), (a2, b2)]))."
+            )
+        if isinstance(value, Coroutine):
+            value.close()  # pyright: ignore[reportUnknownMemberType]
+            raise CallError(
+                f"{name}() got an un-awaited call (a coroutine) as input {where!r}. Await it "
+                f"first: `{name.lower()}(await other(x))`, or call both inside one module's "
+                "forward() so plait traces them into one graph."
+            )
+
+
+def _check_one_list(module: Module, value: list[Any], annotation: ListAnnotation) -> None:
+    if annotation.element_is_list or not value:
+        return
+    if all(isinstance(item, list) for item in value):
+        name = type(module).__name__
+        raise InputError(
+            f"{name}.forward takes `{annotation.name}: {annotation.text}`, so a list passed "
+            f"to {name}() is ONE input; but this list holds {len(value)} lists, so it may be "
+            f"meant as a batch of {len(value)} rows. To run a batch, pass "
+            f"pipeline(Batch(rows)) (from plait import Batch). To pass one list of lists, "
+            f"annotate the input as `{annotation.name}: list[list[...]]`."
+        )

@@ -81,6 +81,7 @@ def test_bind_and_run_record_settings_without_running() -> None:
     assert module.__dict__["_bound"]["max_inflight"] == 4
     pending = run(module, "x", streaming=True)
     assert pending.overrides == {"streaming": True}
+    pending.close()  # never run: closing it says so (an unclosed, unawaited call warns)
 
 
 def test_every_resolved_setting_is_a_valid_key() -> None:
