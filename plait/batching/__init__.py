@@ -4,7 +4,12 @@
 replicas); ``Batcher`` is thread-safe and batches callers from many threads; ``@autobatch``
 turns a function over a list into a function over one item. Errors are ``BatchingError``
 subclasses: ``QueueFullError``, ``ExecutorOutputError``, ``BatcherClosedError``.
+
+``OpenAIResponsesExecutor`` (also in ``plait.batching.http``) is the HTTP adapter: a batch
+of prompts as concurrent OpenAI Responses API calls on one connection pool.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from plait.batching._async import AsyncBatcher
 from plait.batching._autobatch import AsyncAutoBatched, AutoBatched, autobatch
@@ -21,6 +26,9 @@ from plait.batching._types import (
 )
 from plait.errors import BatchingError
 
+if TYPE_CHECKING:
+    from plait.batching._http import OpenAIResponsesExecutor
+
 __all__ = [
     "AsyncAutoBatched",
     "AsyncBatcher",
@@ -33,7 +41,17 @@ __all__ = [
     "BatchingError",
     "Executor",
     "ExecutorOutputError",
+    "OpenAIResponsesExecutor",
     "QueueFullError",
     "SyncExecutor",
     "autobatch",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use: the HTTP client stack is not needed by the batcher itself.
+    if name == "OpenAIResponsesExecutor":
+        from plait.batching._http import OpenAIResponsesExecutor
+
+        return OpenAIResponsesExecutor
+    raise AttributeError(f"module 'plait.batching' has no attribute {name!r}")

@@ -25,6 +25,7 @@ from plait.batching._types import (
     executor_name,
 )
 from plait.errors import BatchingError
+from plait.values import Value, error_of
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -310,7 +311,11 @@ class BatchEngine(Generic[T, R]):
                 _settle_error(waiter, exc)
             return
         for waiter, output in zip(waiters, outputs, strict=True):
-            _settle_result(waiter, output)
+            if isinstance(output, Value) and output.is_error:
+                # One item failed (e.g. OpenAIResponsesExecutor): only its caller sees it.
+                _settle_error(waiter, error_of(output))
+            else:
+                _settle_result(waiter, output)
 
     async def _call(self, executor: Executor[T, R], items: list[T]) -> Sequence[R]:
         key = self._key(executor)

@@ -4,7 +4,8 @@ Pipelines, clients and executors are tested against it with the real SDKs and re
 sockets, offline and deterministically. It can be slowed down, rate-limited and made to
 fail on a script, and it counts what it saw.
 
-Endpoints: ``POST /v1/chat/completions`` (OpenAI), ``POST /v1/messages`` (Anthropic),
+Endpoints: ``POST /v1/chat/completions`` (OpenAI), ``POST /v1/responses`` (OpenAI Responses
+API), ``POST /v1/messages`` (Anthropic),
 ``GET /v1/models``, and for scripting from other processes ``GET|POST /_control``,
 ``GET /_stats``, ``POST /_stats/reset`` and ``GET /_requests``.
 
@@ -38,6 +39,7 @@ from plait.testing._limits import ALL_MODELS, Limits
 from plait.testing._replies import Replier, fault_response, json_response
 from plait.testing._reply_faults import REPLY_FAULTS, reply_fault_response
 from plait.testing._resources import DEFAULT_KEY, ServerURLs
+from plait.testing._responses_wire import responses_format
 from plait.testing._stats import ServerStats, StatsCounter
 from plait.testing._wire import (
     AnthropicFormat,
@@ -111,6 +113,7 @@ class LLMServer(ServerURLs):
         self._routes: dict[str, Callable[[web.BaseRequest], Any]] = {
             "/v1/chat/completions": self._openai_chat,
             "/v1/messages": self._anthropic_messages,
+            "/v1/responses": self._openai_responses,
             "/v1/models": self._models,
             "/_control": self._control,
             "/_stats": self._stats_endpoint,
@@ -263,6 +266,9 @@ class LLMServer(ServerURLs):
 
     async def _anthropic_messages(self, request: web.BaseRequest) -> web.StreamResponse:
         return await self._chat(request, anthropic_format)
+
+    async def _openai_responses(self, request: web.BaseRequest) -> web.StreamResponse:
+        return await self._chat(request, responses_format)
 
     async def _chat(
         self, request: web.BaseRequest, fmt: OpenAIFormat | AnthropicFormat
