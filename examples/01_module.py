@@ -1,6 +1,8 @@
 """Module, Parameter and composition: the nn.Module habits, for LLM pipelines."""
 
-from plait import LLMInference, Module, ModuleList, Parameter
+from collections import OrderedDict
+
+from plait import LLMInference, Module, ModuleList, Parameter, Sequential
 
 
 class Perspective(Module):
@@ -13,6 +15,22 @@ class Perspective(Module):
 
     def forward(self, text: str) -> str:
         return self.llm(text)
+
+
+class Strip(Module):
+    """Plain Python between LLM calls: a leaf runs forward() on the real text."""
+
+    leaf = True
+
+    def forward(self, text: str) -> str:
+        return " ".join(text.split())
+
+
+class Shout(Module):
+    leaf = True
+
+    def forward(self, text: str) -> str:
+        return text.upper() + "!"
 
 
 class MultiPerspective(Module):
@@ -39,3 +57,8 @@ if __name__ == "__main__":
     model.load_state_dict(state)
     print("\nafter load_state_dict:", model.views[0].style.value)
     print("modules:", [name or "<root>" for name, _ in model.named_modules()])
+
+    # A module that makes no LLM call (and is not bound) runs at once, as in PyTorch.
+    clean = Sequential(OrderedDict([("strip", Strip()), ("shout", Shout())]))
+    print("\ndirect call:", clean("  hello    plait  "))
+    print("batch:", clean(["a  b", " c "]))
