@@ -42,6 +42,7 @@ _DEFAULT_KEY_ENV: dict[str, str | None] = {
 DEFAULT_MAX_RESPONSE_BYTES = 16 * 2**20
 """16 MiB: far above any chat reply, far below what an endless body would cost."""
 
+_BASE_URL_ENV = {"openai": "OPENAI_BASE_URL", "anthropic": "ANTHROPIC_BASE_URL"}
 _DEFAULT_BASE_URL: dict[str, str | None] = {
     "openai": "https://api.openai.com/v1",
     "anthropic": "https://api.anthropic.com",
@@ -133,8 +134,14 @@ class EndpointConfig:
 
     @property
     def resolved_base_url(self) -> str:
-        """The base URL to call (the provider default if none was given)."""
-        url = self.base_url or _DEFAULT_BASE_URL[self.provider_api]
+        """The base URL to call.
+
+        ``base_url``, else ``$OPENAI_BASE_URL`` / ``$ANTHROPIC_BASE_URL`` (as the official SDKs
+        read them), else the provider's public URL.
+        """
+        env = _BASE_URL_ENV.get(self.provider_api)
+        url = self.base_url or (os.environ.get(env) if env else None) or _DEFAULT_BASE_URL[
+            self.provider_api]
         assert url is not None  # vllm without base_url is rejected in __post_init__
         return url.rstrip("/")
 

@@ -119,3 +119,19 @@ def test_visualize_graph_renders_mermaid_and_dot() -> None:
     assert plait.visualize_graph(graph, "dot") == graph.to_dot()
     with pytest.raises(ConfigError, match="'mermaid' or 'dot'"):
         plait.visualize_graph(graph, "svg")  # type: ignore[arg-type]
+
+
+def test_base_url_defaults_to_the_sdk_environment_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from plait.resources import EndpointConfig
+
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    assert OpenAIEndpointConfig(model="m").resolved_base_url == "https://api.openai.com/v1"
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1/")
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", "http://127.0.0.1:9")
+    assert OpenAIEndpointConfig(model="m").resolved_base_url == "http://127.0.0.1:9/v1"
+    anthropic = EndpointConfig(provider_api="anthropic", model="c")
+    assert anthropic.resolved_base_url == "http://127.0.0.1:9"
+    explicit = OpenAIEndpointConfig(model="m", base_url="http://x.test/v1")
+    assert explicit.resolved_base_url == "http://x.test/v1"  # an explicit base_url wins
