@@ -92,18 +92,36 @@ class ConfigError(PlaitError, ValueError):
 class MissingAPIKeyError(ConfigError):
     """The provider's API key is neither given nor in the environment."""
 
-    def __init__(self, env_var: str, alias: str | None = None) -> None:
+    def __init__(
+        self, env_var: str, alias: str | None = None, *, inline_withheld: bool = False
+    ) -> None:
         where = f" for endpoint '{alias}'" if alias else ""
-        super().__init__(
-            f"{env_var} is not set{where}. Set it or pass api_key=... ; "
-            "to run offline use plait.testing (a loopback LLM server)."
-        )
+        if inline_withheld:
+            # The config was made with api_key=... in another process (or unpickled here).
+            fix = (
+                f"The endpoint was given api_key=... where it was made, but an inline key is "
+                f"never sent to another process (Ray workers, checkpoints): set {env_var} "
+                "in this process's environment."
+            )
+        else:
+            fix = (
+                "Set it or pass api_key=... ; to run offline use plait.testing (a loopback "
+                "LLM server)."
+            )
+        super().__init__(f"{env_var} is not set{where}. {fix}")
         self.env_var = env_var
         self.alias = alias
+        self.inline_withheld = inline_withheld
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Raised in Ray workers too; rebuild from the fields, not from the message.
-        return (type(self), (self.env_var, self.alias))
+        return (_rebuild_missing_key, (type(self), self.env_var, self.alias, self.inline_withheld))
+
+
+def _rebuild_missing_key(
+    cls: type[MissingAPIKeyError], env_var: str, alias: str | None, inline_withheld: bool
+) -> MissingAPIKeyError:
+    return cls(env_var, alias, inline_withheld=inline_withheld)
 
 
 class UnknownAliasError(ConfigError, KeyError):

@@ -132,6 +132,15 @@ class EndpointConfig:
         if self.transport not in ("aiohttp", "sdk"):
             raise ConfigError(f"transport must be 'aiohttp' or 'sdk', got {self.transport!r}.")
 
+    def __eq__(self, other: object) -> bool:
+        # By value across the subclasses: OpenAIEndpointConfig(model="m") is the same
+        # endpoint as EndpointConfig(provider_api="openai", model="m"). The key is left out,
+        # as in the generated __hash__.
+        if not isinstance(other, EndpointConfig):
+            return NotImplemented
+        return all(getattr(self, f.name) == getattr(other, f.name)
+                   for f in dataclasses.fields(self) if f.compare)
+
     @property
     def resolved_base_url(self) -> str:
         """The base URL to call.
@@ -163,7 +172,8 @@ class EndpointConfig:
             return None
         key = os.environ.get(env)
         if not key:
-            raise MissingAPIKeyError(env, alias)
+            withheld = bool(self.__dict__.get("_inline_key_withheld"))
+            raise MissingAPIKeyError(env, alias, inline_withheld=withheld)
         where = f" (endpoint '{alias}')" if alias else ""
         check_key_text(key, f"environment variable {env}{where}")
         return key
@@ -173,8 +183,8 @@ class EndpointConfig:
         # this process must call with the same key, never silently with the environment's.
         # Every field is an immutable scalar, so a shallow copy is also a deep one.
         new = object.__new__(type(self))
-        for f in dataclasses.fields(self):
-            object.__setattr__(new, f.name, getattr(self, f.name))
+        for name, value in self.__dict__.items():
+            object.__setattr__(new, name, value)
         return new
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Self:
@@ -183,6 +193,9 @@ class EndpointConfig:
     def __getstate__(self) -> dict[str, Any]:
         # A key given inline stays in this process: pickles go to checkpoints and Ray objects.
         state = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        # Remember that a key was withheld, so a missing key says why (not the key itself).
+        state["_inline_key_withheld"] = bool(self.api_key or
+                                             self.__dict__.get("_inline_key_withheld"))
         state["api_key"] = None
         return state
 
@@ -192,7 +205,8 @@ class EndpointConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain data, without the API key."""
-        return self.__getstate__() | {"api_key": None}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)} | {
+            "api_key": None}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, alias: str = "?") -> EndpointConfig:
@@ -213,7 +227,7 @@ class EndpointConfig:
             raise ConfigError(f"Endpoint '{alias}': {exc}") from exc
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compares as an EndpointConfig
 class OpenAIEndpointConfig(EndpointConfig):
     """An endpoint speaking the OpenAI Chat Completions format (key from OPENAI_API_KEY).
 
@@ -236,7 +250,7 @@ class OpenAIEndpointConfig(EndpointConfig):
         super().__post_init__()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compares as an EndpointConfig
 class AnthropicEndpointConfig(EndpointConfig):
     """An endpoint speaking the Anthropic Messages format (key from ANTHROPIC_API_KEY).
 

@@ -41,7 +41,7 @@ def resources_key(resources: ResourceConfig) -> Hashable:
                 key = config.resolve_api_key(alias)
             except PlaitError:  # reported when the manager starts, not here
                 key = None
-            parts.append((alias, type(config), values, key))
+            parts.append((alias, values, key))
         else:
             parts.append((alias, "object", id(config)))
     return tuple(parts)

@@ -188,3 +188,25 @@ def test_key_from_the_environment_is_checked_when_read(monkeypatch: pytest.Monke
         cfg.resolve_api_key("fast")
     assert "environment variable PLAIT_NL_KEY (endpoint 'fast')" in str(info.value)
     assert "sk-from-env" not in str(info.value)
+
+
+def test_a_withheld_inline_key_says_so_when_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PLAIT_WITHHELD_KEY", raising=False)
+    cfg = OpenAIEndpointConfig(model="m", api_key="sk-inline-0123456789",
+                               api_key_env="PLAIT_WITHHELD_KEY")
+    shipped = pickle.loads(pickle.dumps(cfg))  # what a Ray worker or a checkpoint gets
+    assert shipped.api_key is None and shipped == cfg
+    with pytest.raises(MissingAPIKeyError) as info:
+        shipped.resolve_api_key("fast")
+    assert "api_key=... where it was made" in str(info.value)
+    assert "never sent to another process" in str(info.value)
+    assert "sk-inline" not in str(info.value)
+    again = pickle.loads(pickle.dumps(info.value))
+    assert str(again) == str(info.value) and again.inline_withheld
+    assert "_inline_key_withheld" not in shipped.to_dict()
+    assert EndpointConfig.from_dict(shipped.to_dict()) == cfg
+    plain = pickle.loads(pickle.dumps(OpenAIEndpointConfig(model="m",
+                                                           api_key_env="PLAIT_WITHHELD_KEY")))
+    with pytest.raises(MissingAPIKeyError) as info:
+        plain.resolve_api_key("fast")
+    assert "Set it or pass api_key=" in str(info.value)
