@@ -318,8 +318,12 @@ class Module:
 
     def graph_for(self, num_args: int, kwarg_names: tuple[str, ...] = ()) -> InferenceGraph:
         """The traced graph for this input shape, traced once and cached."""
-        # A change anywhere in the tree may change the trace, so every module's version counts.
-        versions = tuple(m.__dict__["_structure_version"] for m in self.modules())
+        # A change anywhere in the tree may change the trace, so every module's version counts,
+        # and so does train()/eval() (forward() may read self.training). Parameter values are
+        # not part of the key: they are read by `param` nodes when each row runs, so a cached
+        # graph never holds one.
+        versions = tuple((m.__dict__["_structure_version"], m.__dict__["training"])
+                         for m in self.modules())
         key = (num_args, kwarg_names, versions)
         cache: dict[Any, InferenceGraph] = self.__dict__["_graph_cache"]
         graph = cache.get(key)
