@@ -5,12 +5,14 @@ from __future__ import annotations
 import inspect
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from plait.errors import CallError, InputError
 from plait.execution.annotations import ListAnnotation, list_annotations
 from plait.execution.contract import Row
-from plait.module import Module
+
+if TYPE_CHECKING:
+    from plait.module import Module
 
 __all__ = ["Batch", "CallInputs", "split_inputs"]
 
@@ -157,7 +159,7 @@ def _row_of(module: Module, index: int, item: Any, arity: int | None) -> Row:
         return (index, item, {})  # pyright: ignore[reportUnknownVariableType]
     if isinstance(item, Mapping):
         return (index, (), dict(item))  # pyright: ignore[reportUnknownArgumentType]
-    if arity is None:
+    if arity is None or _one_required_input(module):  # the others have defaults
         return (index, (item,), {})
     raise InputError(
         f"Row {index} of the batch is a {type(item).__name__}, but {type(module).__name__}."

@@ -212,3 +212,49 @@ def test_bind_checks_values_at_once_and_keeps_them_normalized(tmp_path: Path) ->
     assert bound["checkpoint_dir"] == tmp_path and bound["max_inflight"] == 2
     with pytest.raises(ConfigError, match="resources must be a ResourceConfig"):
         Tree().bind(resources=3)
+
+
+# --- which forward() inputs take a list as one value (the batch rule) ------------------------
+
+
+def test_list_annotations_read_types_and_unresolvable_text() -> None:
+    from collections.abc import Sequence
+    from typing import Any
+
+    from plait.execution.annotations import list_annotations
+
+    class Local:  # not resolvable from the module's globals: the annotation text is parsed
+        pass
+
+    class Takes(Module):
+        def forward(self, a: list[str], b: list[list[int]] | None, c: str, d: Sequence[Any],
+                    e: list[Local], f: Local | list[list[Local]], g) -> str:
+            return c
+
+    found = {i: (a.name, a.element_is_list) for i, a in list_annotations(Takes()).items()}
+    assert found == {0: ("a", False), 1: ("b", True), 3: ("d", None), 4: ("e", False),
+                     5: ("f", True)}
+
+
+def test_split_inputs_one_list_is_one_row_only_for_a_list_input() -> None:
+    from plait import Batch
+    from plait.errors import InputError
+    from plait.execution.inputs import split_inputs
+
+    class Docs(Module):
+        def forward(self, docs: list[str], k: int = 2) -> list[str]:
+            return docs
+
+    class Text(Module):
+        def forward(self, text: str) -> str:
+            return text
+
+    one = split_inputs(Docs(), (["a", "b"],), {})
+    assert not one.is_batch and list(one.rows) == [(0, (["a", "b"],), {})]
+    many = split_inputs(Docs(), (Batch([["a"], ["b"]]),), {})
+    assert many.is_batch and [r[1] for r in many.rows] == [(["a"],), (["b"],)]
+    assert split_inputs(Text(), (["a", "b"],), {}).is_batch
+    with pytest.raises(InputError, match=r"Batch\(rows\)"):
+        split_inputs(Docs(), ([["a"], ["b"]],), {})
+    with pytest.raises(InputError, match="Batch\\(\\) takes a list"):
+        Batch("abc")
