@@ -1,15 +1,29 @@
-"""Rate-limited: extract-and-compare (2 ``fast`` + 1 ``smart`` per row) under a server cap.
+"""Rate-limited: extract-and-compare (2 ``fast`` + 1 ``smart`` per row) under four 429 styles.
 
 Usage: .venv/bin/python bench/bench_ratelimited.py [--rows 200] [--rate 100] [--burst 10]
+       [--styles ms,seconds,none,concurrency] [--cap 20] [--cap-latency 0.2]
 
-The loopback server (child process, 50 ms latency) answers ``fast`` requests beyond
-``--rate`` per second with 429 + retry-after (token bucket of ``--burst`` requests, so the
-rate bound is real from the first second). Rate-bound limit = 2N / rate seconds; target:
-plait finishes every row in <= 1.15 x that. Variants, each in a fresh process:
+The loopback server (child process, 50 ms latency) refuses ``fast`` requests with 429 in one
+of four styles, each a separate run against a freshly reset server:
 
-* plait, adaptive: the endpoint has no ``rate_limit``; plait learns it from the 429s;
-* plait, configured: ``rate_limit=rate * 60`` per minute, as a user who knows the limit;
+* ``ms``: beyond ``--rate`` req/s (token bucket of ``--burst``), with ``retry-after-ms`` and
+  a whole-second ``retry-after`` (OpenAI's headers);
+* ``seconds``: the same cap, with only a whole-second ``retry-after`` (Anthropic's style);
+* ``none``: the same cap, with no hint at all;
+* ``concurrency``: no rate cap, but a 429 (whole-second ``retry-after`` only) above
+  ``--cap`` ``fast`` requests in flight; ``fast`` replies take ``--cap-latency`` (200 ms:
+  loopback HTTP adds ~5 ms per request on this box, which would be 10% of 50 ms).
+
+Rate-bound limit: 2N / rate seconds for the rate caps, 2N x cap-latency / cap for the
+concurrency cap (with the defaults both are 4 s). Target: plait, with no limit configured,
+finishes every row in <= 1.15 x that. Variants, each in a fresh process:
+
+* plait, adaptive: the endpoint has no ``rate_limit``; plait learns the server's limit;
+* plait, configured: ``rate_limit=rate * 60`` per minute (``max_concurrent=cap`` for the
+  concurrency cap), as a user who knows the limit;
 * ``baselines/asyncio_ratelimited.py``: hand-written asyncio, 3 tries per call on 429.
+
+429s per accepted request = the server's 429s / the ``fast`` requests it accepted.
 """
 
 from __future__ import annotations
@@ -41,9 +55,15 @@ KEY = "plait-testing-key"
 FAST_LIMIT = 32
 SMART_LIMIT = 8
 VARIANTS = {
-    "plait-adaptive": "plait, no rate_limit configured (adaptive on 429)",
-    "plait-configured": "plait, rate_limit configured at the server's rate",
+    "plait-adaptive": "plait, no limit configured (learns it from the 429s)",
+    "plait-configured": "plait, limit configured at the server's",
     "asyncio-naive": "asyncio + semaphores + aiohttp, 3 tries on 429",
+}
+STYLES = {
+    "ms": "rate cap, `retry-after-ms` + whole-second `retry-after` (OpenAI)",
+    "seconds": "rate cap, whole-second `retry-after` only (Anthropic)",
+    "none": "rate cap, no hint",
+    "concurrency": "concurrency cap, whole-second `retry-after` only",
 }
 
 
@@ -52,18 +72,21 @@ def docs(rows: int) -> list[tuple[str, str]]:
     return [(f"doc {i}a: revenue grew 12%", f"doc {i}b: revenue fell 3%") for i in range(rows)]
 
 
-async def _run_plait(url: str, rows: int, rate: float | None) -> dict[str, Any]:
+async def _run_plait(url: str, rows: int, rate: float | None, cap: int | None
+                     ) -> dict[str, Any]:
     per_min = rate * 60 if rate else None
     config = ResourceConfig(endpoints={
         "fast": EndpointConfig("openai", FAST_MODEL, base_url=url, api_key=KEY,
-                               max_concurrent=FAST_LIMIT, rate_limit=per_min),
+                               max_concurrent=cap or FAST_LIMIT, rate_limit=per_min),
         "smart": EndpointConfig("openai", SMART_MODEL, base_url=url, api_key=KEY,
                                 max_concurrent=SMART_LIMIT),
     })
     pipeline = ExtractAndCompare().bind(resources=config, progress=False, streaming=True)
     results = await pipeline(docs(rows))
     fast = pipeline.last_run.endpoints["fast"]
-    return {"failed": sum(1 for r in results if not r.ok), "retries": fast["retries"]}
+    errors = sorted({str(r.error)[:200] for r in results if not r.ok})[:3]
+    return {"failed": sum(1 for r in results if not r.ok), "retries": fast["retries"],
+            "errors": errors}
 
 
 async def _run_naive(url: str, rows: int) -> dict[str, Any]:
@@ -71,18 +94,38 @@ async def _run_naive(url: str, rows: int) -> dict[str, Any]:
 
     failed, _ = await run(url, KEY, docs(rows), FAST_MODEL, SMART_MODEL, FAST_LIMIT,
                           SMART_LIMIT)
-    return {"failed": failed, "retries": None}
+    return {"failed": failed, "retries": None, "errors": []}
 
 
-def child(variant: str, url: str, rows: int, rate: float) -> None:
+def child(variant: str, style: str, url: str, rows: int, rate: float, cap: int) -> None:
     """Run one variant; print one JSON line."""
+    configured = variant == "plait-configured"
     with measure() as t:
         if variant == "asyncio-naive":
             out = asyncio.run(_run_naive(url, rows))
+        elif style == "concurrency":
+            out = asyncio.run(_run_plait(url, rows, None, cap if configured else None))
         else:
-            out = asyncio.run(_run_plait(url, rows, rate if variant == "plait-configured"
-                                         else None))
+            out = asyncio.run(_run_plait(url, rows, rate if configured else None, None))
     print(json.dumps(out | {"wall": t.wall, "cpu": t.cpu}))
+
+
+def style_settings(style: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The server settings of one 429 style (every limit named, so each resets the others)."""
+    if style == "concurrency":
+        return {"rate_limit": None, "max_concurrency": {FAST_MODEL: args.cap},
+                "retry_hint": "seconds",
+                "latency": {FAST_MODEL: args.cap_latency, "*": args.latency}}
+    hint = {"ms": "both", "seconds": "seconds", "none": "none"}[style]
+    return {"rate_limit": {FAST_MODEL: args.rate}, "rate_burst": args.burst,
+            "max_concurrency": None, "retry_hint": hint, "latency": args.latency}
+
+
+def limit_of(style: str, args: argparse.Namespace) -> float:
+    """The rate-bound limit of one style, seconds."""
+    if style == "concurrency":
+        return 2 * args.rows * args.cap_latency / args.cap
+    return 2 * args.rows / args.rate
 
 
 def main() -> None:
@@ -90,77 +133,98 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=200)
     parser.add_argument("--rate", type=float, default=100.0)
     parser.add_argument("--burst", type=float, default=10.0)
+    parser.add_argument("--cap", type=int, default=20)
+    parser.add_argument("--cap-latency", type=float, default=0.2)
     parser.add_argument("--latency", type=float, default=0.05)
+    parser.add_argument("--styles", default=",".join(STYLES))
     parser.add_argument("--child")
+    parser.add_argument("--style", default="ms")
     parser.add_argument("--url", default="")
     parser.add_argument("--only")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.url, args.rows, args.rate)
+        child(args.child, args.style, args.url, args.rows, args.rate, args.cap)
         return
-    limit = 2 * args.rows / args.rate
     only = set(args.only.split(",")) if args.only else None
-    measured: dict[str, dict[str, Any]] = {}
-    settings = server_settings(args.latency, rate_limit={FAST_MODEL: args.rate},
-                               rate_burst=args.burst)
-    with LLMServer.spawn(**settings) as server:
-        for variant in VARIANTS:
-            if only and variant not in only:
-                continue
-            server.reset_stats()
-            cmd = [sys.executable, __file__, "--child", variant, "--url",
-                   server.openai_base_url, "--rows", str(args.rows), "--rate", str(args.rate)]
-            out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
-            result = json.loads(out.strip().splitlines()[-1])
-            stats = server.stats()
-            result["429"] = stats.rate_limited
-            result["requests"] = stats.total_requests
-            measured[variant] = result
-            print(f"{variant:17} wall {result['wall']:.3f}s failed {result['failed']} "
-                  f"429s {result['429']}", flush=True)
-            # Let the server's bucket refill before the next variant.
-            asyncio.run(asyncio.sleep(2 * args.burst / args.rate + 0.5))
-    body = report(measured, args, limit)
+    styles = [s for s in args.styles.split(",") if s]
+    measured: dict[tuple[str, str], dict[str, Any]] = {}
+    with LLMServer.spawn(**server_settings(args.latency)) as server:
+        for style in styles:
+            for variant in VARIANTS:
+                if only and variant not in only:
+                    continue
+                server.configure(**style_settings(style, args))  # a full, fresh bucket
+                server.reset_stats()
+                cmd = [sys.executable, __file__, "--child", variant, "--style", style,
+                       "--url", server.openai_base_url, "--rows", str(args.rows),
+                       "--rate", str(args.rate), "--cap", str(args.cap)]
+                out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
+                result = json.loads(out.strip().splitlines()[-1])
+                stats = server.stats()
+                fast = stats.requests_by_model.get(FAST_MODEL, 0)
+                result["429"] = stats.rate_limited
+                result["requests"] = stats.total_requests
+                result["per_accepted"] = stats.rate_limited / max(1, fast - stats.rate_limited)
+                result["max_in_flight"] = stats.max_in_flight_by_model.get(FAST_MODEL, 0)
+                measured[style, variant] = result
+                ratio = result["wall"] / limit_of(style, args)
+                print(f"{style:11} {variant:17} wall {result['wall']:.3f}s ({ratio:.3f}x) "
+                      f"failed {result['failed']} 429s {result['429']} "
+                      f"({result['per_accepted']:.3f}/accepted) {result['errors'][:1]}",
+                      flush=True)
+    body = report(measured, args, styles)
     print()
     print(body)
     if not args.no_write:
         write_section("ratelimited", body)
 
 
-def report(m: dict[str, dict[str, Any]], args: argparse.Namespace, limit: float) -> str:
+def report(m: dict[tuple[str, str], dict[str, Any]], args: argparse.Namespace,
+           styles: list[str]) -> str:
     """Header, table and verdicts."""
     rows: list[list[Any]] = []
-    for variant, label in VARIANTS.items():
-        r = m.get(variant)
-        if r is None:
-            continue
-        rows.append([label, fmt_s(r["wall"]), fmt_ratio(r["wall"] / limit), r["failed"],
-                     r["requests"], r["429"], "-" if r["retries"] is None else r["retries"],
-                     fmt_s(r["cpu"])])
+    for style in styles:
+        limit = limit_of(style, args)
+        for variant, label in VARIANTS.items():
+            r = m.get((style, variant))
+            if r is None:
+                continue
+            rows.append([STYLES[style], label, fmt_s(r["wall"]), fmt_ratio(r["wall"] / limit),
+                         r["failed"], r["requests"], r["429"], f"{r['per_accepted']:.3f}",
+                         r["max_in_flight"], fmt_s(r["cpu"])])
     lines = header_lines([
         f"- workload: {args.rows} rows x (2 `fast` extractions + 1 `smart` comparison); "
-        f"server latency {args.latency * 1000:.0f} ms; server caps `fast` at {args.rate:g} "
-        f"req/s (token bucket, burst {args.burst:g}), 429 + retry-after beyond it; "
-        f"`fast` max_concurrent={FAST_LIMIT}, `smart`={SMART_LIMIT}",
-        f"- rate-bound limit = {2 * args.rows} fast calls / {args.rate:g} per s = "
-        f"{limit:.2f} s; target: plait <= 1.15 x with 0 failed rows",
-        "- LangGraph and Pydantic AI are not installed in this venv and were not installed "
-        "for this bench; the hand-written baseline stands for typical user code",
+        f"server latency {args.latency * 1000:.0f} ms; `fast` max_concurrent={FAST_LIMIT} "
+        f"(unless configured), `smart`={SMART_LIMIT}",
+        f"- rate caps: `fast` at {args.rate:g} req/s (token bucket, burst {args.burst:g}); "
+        f"rate-bound limit = {2 * args.rows} fast calls / {args.rate:g} per s = "
+        f"{2 * args.rows / args.rate:.2f} s",
+        f"- concurrency cap: 429 above {args.cap} `fast` requests in flight, `fast` latency "
+        f"{args.cap_latency * 1000:.0f} ms; rate-bound limit = {2 * args.rows} x "
+        f"{args.cap_latency:g} s / {args.cap} = "
+        f"{2 * args.rows * args.cap_latency / args.cap:.2f} s",
+        "- target: plait (adaptive) <= 1.15 x the limit with 0 failed rows, in every style; "
+        "429s per accepted request = server 429s / `fast` requests accepted",
         "",
     ])
-    lines.append(table(["variant", "wall s", "wall / limit", "failed rows", "requests",
-                        "429s", "plait retries (fast)", "driver CPU s"], rows))
+    lines.append(table(["429 style", "variant", "wall s", "wall / limit", "failed rows",
+                        "requests", "429s", "429s per accepted", "max in flight (fast)",
+                        "driver CPU s"], rows))
     lines.append("")
-    for variant in ("plait-adaptive", "plait-configured"):
-        r = m.get(variant)
-        if r is not None:
-            ok = r["failed"] == 0 and r["wall"] / limit <= 1.15
-            lines.append(f"- {variant}: {fmt_ratio(r['wall'] / limit)}, {r['failed']} failed "
-                         f"rows -> {'MET' if ok else 'MISSED'}")
-    naive = m.get("asyncio-naive")
-    if naive is not None:
-        lines.append(f"- hand-written baseline lost {naive['failed']} of {args.rows} rows")
+    for style in styles:
+        for variant in ("plait-adaptive", "plait-configured"):
+            r = m.get((style, variant))
+            if r is not None:
+                ratio = r["wall"] / limit_of(style, args)
+                ok = r["failed"] == 0 and ratio <= 1.15
+                lines.append(f"- {style}, {variant}: {fmt_ratio(ratio)}, {r['failed']} failed "
+                             f"rows, {r['per_accepted']:.3f} 429s per accepted request -> "
+                             f"{'MET' if ok else 'MISSED'}")
+        naive = m.get((style, "asyncio-naive"))
+        if naive is not None:
+            lines.append(f"- {style}: the hand-written baseline lost {naive['failed']} of "
+                         f"{args.rows} rows")
     return "\n".join(lines)
 
 

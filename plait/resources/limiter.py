@@ -11,19 +11,31 @@
 * **Token bucket.** ``tokens_per_minute`` with the same 0.1 s capacity; a request larger
   than the capacity may start when the bucket is full and leaves it in debt. The estimate
   reserved at acquire time is corrected with the real usage on release.
-* **Adaptive (AIMD).** ``on_rate_limited`` pauses every acquisition until ``now +
-  retry_after`` and lowers the effective rate (at most once per second, since a burst of
-  429s reports one overload) to 95% of the success rate observed over the last 1-2 s, but
-  never below half the current rate: while overloaded, the server's acceptance rate IS its
-  limit, so halving blindly would waste half of it. With no configured rate, a 429 derives
-  one from that observed rate once there is enough of it (0.5 s of activity, 5 successes);
-  before that, 429s only pause. Only successes count: refused requests return at once and
-  would inflate the estimate. A lowered rate regrows with time, 5% of the configured (or
-  current, when derived) rate per second without a 429: growth per success would scale with
-  the request rate and overshoot a busy endpoint at once. After ``recovery_period`` (3 s)
-  without a 429 the configured rate is restored (or a derived limit removed): an isolated 429
-  costs seconds, not the rest of the run, while a rate set above what the server accepts
-  keeps drawing 429s and so stays adaptive.
+* **Adaptive (AIMD).** ``on_rate_limited`` pauses every acquisition and lowers the effective
+  rate (at most once per second, since a burst of 429s reports one overload) to 95% of the
+  success rate observed over the last 1-2 s, but never below half the current rate: while
+  overloaded, the server's acceptance rate IS its limit, so halving blindly would waste half
+  of it. With no configured rate, a 429 derives one from that observed rate once there is
+  enough of it (0.5 s of activity, 5 successes); before that, 429s only pause. Only
+  successes count: refused requests return at once and would inflate the estimate. A
+  lowered rate regrows with time, 5% of the configured (or current, when derived) rate per
+  second without a 429: growth per success would scale with the request rate and overshoot
+  a busy endpoint at once. After ``recovery_period`` (3 s) without a 429 the configured
+  rate is restored (or a derived limit removed): an isolated 429 costs seconds, not the rest
+  of the run, while a rate set above what the server accepts keeps drawing 429s and so
+  stays adaptive.
+* **How long a 429 pauses** is learned, not read off the header's precision. A precise hint
+  (``retry-after-ms``, or any non-whole number of seconds) is honoured. A whole-second
+  ``retry-after`` (Anthropic's style; token-bucket servers round a 10 ms wait up to 1 s)
+  or no hint at all is only an upper bound: the pause is a probe, 50 ms at first, doubled
+  each time requests sent after the previous pause are refused again before any is
+  accepted (the server really wants a longer pause), and back to 50 ms after an
+  acceptance. So a coarse hint costs a few 429s, not a second per 429, and a server that
+  keeps refusing still gets its full hint after a few doublings.
+* **In-flight cap.** A server may refuse by concurrency, not rate (429 above N in flight).
+  A 429 lowers a learned cap on requests in flight to the number that were in flight when
+  the refused request was sent, but never below the largest number ever seen in flight at
+  an acceptance minus one... see ``_InflightCap``.
 
 Fast path (free slot, budget available, no pause, no waiters): no task, no future, a few
 attribute updates.
@@ -32,10 +44,12 @@ attribute updates.
 from __future__ import annotations
 
 import asyncio
+import math
 
 from plait.resources.clock import Clock, MonotonicClock
 from plait.resources.permits import Permit
 from plait.resources.slots import SlotPool
+from plait.resources.window import InflightWindow
 
 __all__ = ["LocalPermitSource"]
 
@@ -50,7 +64,14 @@ _DECREASE_COOLDOWN = 1.0  # seconds: one decrease per overload episode
 # endpoint within a fraction of a second (measured: 7.7% of requests got 429s vs 3.6%).
 _RECOVERY_PER_SECOND = 0.05
 _MIN_RATE = 0.05  # requests/s floor of an adaptively lowered rate
-_DEFAULT_PAUSE = 1.0  # seconds to pause after a 429 without retry-after
+_PROBE_PAUSE = 0.05  # seconds: first pause after a 429 without a precise retry hint
+_MAX_PROBE_PAUSE = 60.0  # seconds: most a probe pause grows to when the server gave no hint
+
+
+def _precise(retry_after: float | None) -> bool:
+    """Whether a hint is finer than whole seconds (``retry-after-ms``, an HTTP date...)."""
+    return (retry_after is not None and math.isfinite(retry_after)
+            and retry_after != int(retry_after))
 
 
 class _Bucket:
@@ -113,6 +134,10 @@ class LocalPermitSource:
         self._rate_lock = asyncio.Lock()
         self._rate_waiters = 0
         self._paused_until = float("-inf")
+        self._probe = _PROBE_PAUSE  # pause after a coarse hint or none (learned, see docstring)
+        self._accepted_since_429 = True
+        self._window = InflightWindow()
+        self._done_in_flight = 0  # Permit.in_flight of the last release (see on_rate_limited)
         self._last_decrease = float("-inf")
         self._last_rate_limited = float("-inf")
         self._last_increase = float("-inf")
@@ -137,6 +162,12 @@ class LocalPermitSource:
         return self._requests.rate * 60.0 if self._requests else None
 
     @property
+    def max_in_flight(self) -> int | None:
+        """The learned cap on requests in flight (a concurrency-capped server), or None."""
+        limit = self._window.limit
+        return None if limit is None else int(limit)
+
+    @property
     def paused_until(self) -> float:
         """Clock time until which acquisitions wait after a 429 (-inf if never paused)."""
         return self._paused_until
@@ -147,7 +178,10 @@ class LocalPermitSource:
         """Wait for a slot, then for the rate budget, and return a permit for one attempt."""
         if self._active_since is None:
             self._active_since = self._clock.now()
-        return await self._slots.acquire(self._clock, tokens, self._take_now, self._wait_for_rate)
+        permit = await self._slots.acquire(self._clock, tokens, self._take_now,
+                                           self._wait_for_rate)
+        permit.in_flight = self._window.sent  # counted by _try_take, no await since
+        return permit
 
     def release(self, permit: Permit, *, used_tokens: int | None) -> None:
         """Return the permit's slot and correct its token reservation with real usage."""
@@ -156,13 +190,30 @@ class LocalPermitSource:
             bucket.refill(self._clock.now())
             bucket.level = min(bucket.capacity, bucket.level + permit.tokens - used_tokens)
         self._slots.give_back(permit.slot)
+        self._window.on_done(permit.in_flight)
+        # The pool reports the outcome (on_rate_limited / on_success) right after releasing
+        # the permit, with no await in between: keep what it needs of the permit until then.
+        self._done_in_flight = permit.in_flight
 
-    def on_rate_limited(self, retry_after: float | None) -> None:
-        """Pause all acquisitions for ``retry_after`` seconds and lower the rate."""
+    def on_rate_limited(self, retry_after: float | None) -> float:
+        """Pause all acquisitions and lower the rate; return the pause, in seconds.
+
+        Args:
+            retry_after: The server's hint (seconds), or None. A precise one (not a whole
+                number of seconds) is the pause; a whole-second one, or none, bounds a
+                learned probe pause (see the module docstring). Callers cap absurd hints.
+        """
         now = self._clock.now()
-        pause = retry_after if retry_after is not None and retry_after > 0 else _DEFAULT_PAUSE
+        in_flight, self._done_in_flight = self._done_in_flight, 0
+        by_concurrency = self._window.on_refused(in_flight, now)
+        if by_concurrency and not _precise(retry_after):
+            return 0.0  # the smaller window paces the retry; no pause, no rate cut
+        pause = self._pause_for(retry_after, now)
         self._paused_until = max(self._paused_until, now + pause)
         self._last_rate_limited = now
+        self._accepted_since_429 = False
+        if by_concurrency:
+            return pause  # the server's precise wait, but its rate was not what overflowed
         observed = self._observed_rate(now)
         bucket = self._requests
         if now - self._last_decrease < _DECREASE_COOLDOWN:
@@ -170,10 +221,10 @@ class LocalPermitSource:
             # at what the server accepts (else a derived rate compounds past it).
             if bucket is not None and observed and bucket.rate > observed:
                 bucket.set_rate(observed, now)
-            return
+            return pause
         if bucket is None:
             if not observed:
-                return  # too little seen to derive a rate: pause only, and decide on a later 429
+                return pause  # too little seen to derive a rate: pause only; a later 429 decides
             self._requests = _Bucket(max(_MIN_RATE, observed * _OBSERVED_FRACTION), now)
         else:
             rate = bucket.rate
@@ -183,10 +234,17 @@ class LocalPermitSource:
                 lowered = rate * _OBSERVED_FRACTION
             bucket.set_rate(max(_MIN_RATE, lowered), now)
         self._last_decrease = now
+        return pause
 
     def on_success(self) -> None:
         """Raise a lowered rate additively; restore it fully after a quiet period."""
         self._count_completion()
+        in_flight, self._done_in_flight = self._done_in_flight, 0
+        if in_flight:
+            self._window.on_accepted(in_flight, self._clock.now())
+        if not self._accepted_since_429:
+            self._accepted_since_429 = True
+            self._probe = _PROBE_PAUSE  # the server accepts again: the short pause sufficed
         bucket = self._requests
         if bucket is None or bucket.rate == self._configured_rate:
             return
@@ -207,11 +265,23 @@ class LocalPermitSource:
 
     # -- internals -------------------------------------------------------------------------
 
+    def _pause_for(self, retry_after: float | None, now: float) -> float:
+        if retry_after is not None and not math.isfinite(retry_after):
+            retry_after = None  # nan/inf: no usable hint (callers cap huge finite ones)
+        if retry_after is not None and _precise(retry_after):
+            return max(0.0, retry_after)  # the server knows when it will accept
+        bound = retry_after if retry_after is not None and retry_after > 0 else _MAX_PROBE_PAUSE
+        if now >= self._paused_until and not self._accepted_since_429:
+            # Requests sent after the previous pause were refused again, none accepted: that
+            # pause was too short for this server.
+            self._probe = min(self._probe * 2.0, max(bound, _PROBE_PAUSE))
+        return min(self._probe, bound)
+
     def _take_now(self, now: float, tokens: int) -> bool:
         return self._rate_waiters == 0 and self._try_take(now, tokens)  # no barging either
 
     def _try_take(self, now: float, tokens: int) -> bool:
-        if now < self._paused_until:
+        if now < self._paused_until or self._window.full:
             return False
         requests, token_bucket = self._requests, self._tokens
         if requests is not None:
@@ -225,6 +295,7 @@ class LocalPermitSource:
             token_bucket.level -= tokens
         if requests is not None:
             requests.level -= 1.0
+        self._window.on_sent()
         return True
 
     async def _wait_for_rate(self, tokens: int) -> float:
@@ -236,7 +307,10 @@ class LocalPermitSource:
         try:
             async with self._rate_lock:
                 while not self._try_take(now := clock.now(), tokens):
-                    await clock.sleep(self._delay(now, tokens))
+                    if self._window.full and now >= self._paused_until:
+                        await self._window.wait_open()  # until a request in flight is done
+                    else:
+                        await clock.sleep(self._delay(now, tokens))
         finally:
             self._rate_waiters -= 1
         return clock.now() - start

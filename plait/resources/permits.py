@@ -25,12 +25,15 @@ class Permit:
         tokens: Tokens reserved for the attempt (estimate), returned or corrected on release.
         queue_wait: Seconds spent waiting for a concurrency slot.
         rate_wait: Seconds spent waiting for the rate limiter (requests or tokens).
+        in_flight: Requests in flight when this one was sent, itself included (0: not
+            counted). A local source learns a server's concurrency cap from it.
     """
 
     slot: int
     tokens: int
     queue_wait: float = 0.0
     rate_wait: float = 0.0
+    in_flight: int = 0
 
 
 class PermitSource(Protocol):
@@ -44,8 +47,16 @@ class PermitSource(Protocol):
         """Return the slot; correct the token reservation with the real usage if known."""
         ...
 
-    def on_rate_limited(self, retry_after: float | None) -> None:
-        """A 429 arrived: pause for ``retry_after`` and lower the rate (adaptive)."""
+    def on_rate_limited(self, retry_after: float | None) -> float | None:
+        """A 429 arrived: pause and lower the rate (adaptive).
+
+        Args:
+            retry_after: The server's hint in seconds (already capped), or None.
+
+        Returns:
+            The pause imposed, in seconds, or None if the source does not say (the caller
+            then assumes ``retry_after``).
+        """
         ...
 
     def on_success(self) -> None:

@@ -3,12 +3,21 @@
 Retry policy, decided from error data (``retryable``, ``status``, ``retry_after``):
 
 * **429** (``RateLimitError``): tell the permit source (``on_rate_limited``), which pauses
-  every acquisition for ``retry_after`` and lowers the rate; then retry through the permit
-  source, so the pause and the lowered rate pace the retry. 429s do not spend
-  ``max_retries``: under a storm every request may see several, and failing rows because
-  the provider asked us to slow down is wrong. They have their own, larger budget:
-  ``rate_limit_retries`` attempts (default 100) and ``rate_limit_patience`` seconds
-  (default 600) since the call's first 429, whichever ends first.
+  every acquisition (learning how long from the hint and the pattern of refusals) and
+  lowers the rate; then retry through the permit source, so the pause and the lowered rate
+  pace the retry. 429s do not spend ``max_retries``: under a storm every request may see
+  several, and failing rows because the provider asked us to slow down is wrong. They have
+  their own, larger budget: ``rate_limit_retries`` attempts (default 100) and the
+  endpoint's ``rate_limit_patience`` seconds (default 600) since the call's first 429,
+  whichever ends first. A pause that would end after the patience fails the call at once,
+  with the wait and the patience in the message: a row error, never a hang.
+* **Server-supplied waits are capped** at the endpoint's ``max_retry_wait`` (default 300 s),
+  for 429s and other retryable errors alike: one absurd hint (``Retry-After: 99999``, a date
+  next year, ``inf``) would otherwise stall the endpoint for that long, silently. A capped
+  hint is reported as a "warning" event and logged on the ``plait`` logger.
+* **A request larger than ``tokens_per_minute``** (estimated) can never fit a minute's
+  budget and would stall the endpoint for minutes of token debt: it fails at once with
+  ``BadRequestError`` naming its size and the limit.
 * **5xx, connection, timeout, malformed reply, failed validation**: up to ``max_retries``
   retries with capped exponential backoff and full jitter (``uniform(0, min(20, 0.5 *
   2**n))`` seconds), or exactly ``retry_after`` when the server gave one.
@@ -19,12 +28,14 @@ Events are built only when a sink is attached, so the default path pays nothing 
 
 from __future__ import annotations
 
+import logging
+import math
 import random
 from collections.abc import Callable
 from typing import TypeVar, overload
 
 from plait.clients.base import LLMClient, LLMRequest, LLMResponse
-from plait.errors import LLMError, RateLimitError, ResponseFormatError
+from plait.errors import BadRequestError, LLMError, RateLimitError, ResponseFormatError
 from plait.events import Event, EventKind, EventSink
 from plait.resources.clock import Clock, MonotonicClock
 from plait.resources.config import EndpointConfig
@@ -37,6 +48,8 @@ T = TypeVar("T")
 
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 20.0
+
+_log = logging.getLogger("plait")
 
 
 def backoff_delay(retry: int, rng: random.Random, *, base: float = BACKOFF_BASE,
@@ -64,7 +77,7 @@ class EndpointPool:
         rng: Randomness for backoff jitter (seed it in tests).
         rate_limit_retries: Most 429 retries of one call.
         rate_limit_patience: Seconds after a call's first 429 after which it stops retrying
-            429s.
+            429s; None takes the endpoint's ``rate_limit_patience``.
     """
 
     def __init__(
@@ -78,7 +91,7 @@ class EndpointPool:
         events: EventSink | None = None,
         rng: random.Random | None = None,
         rate_limit_retries: int = 100,
-        rate_limit_patience: float = 600.0,
+        rate_limit_patience: float | None = None,
     ) -> None:
         self.alias = alias
         self.config = config
@@ -89,7 +102,8 @@ class EndpointPool:
         self._events = events
         self._rng = rng or random.Random()
         self._rate_limit_retries = rate_limit_retries
-        self._rate_limit_patience = rate_limit_patience
+        self._rate_limit_patience = (config.rate_limit_patience if rate_limit_patience is None
+                                     else rate_limit_patience)
 
     @overload
     async def call(
@@ -130,6 +144,9 @@ class EndpointPool:
         """
         tokens = estimate_tokens(request)
         stats = self._stats_for_call()
+        tpm = self.config.tokens_per_minute
+        if tpm is not None and tokens > tpm:
+            raise self._give_up(self._too_large(request, tokens, tpm), 1, "", stats)
         retries = limited = 0
         first_429: float | None = None
         while True:
@@ -146,21 +163,34 @@ class EndpointPool:
             attempts = retries + limited + 1
             if not error.retryable:
                 raise self._give_up(error, attempts, "it is not retryable", stats)
+            hint = self._capped_hint(error, node_id, row)
             if isinstance(error, RateLimitError):
-                self.permits.on_rate_limited(error.retry_after)
-                self._instant("rate_limited", node_id, row, retry_after=error.retry_after)
+                pause = self.permits.on_rate_limited(hint)
+                pause = (hint or 0.0) if pause is None else pause
+                self._instant("rate_limited", node_id, row, retry_after=error.retry_after,
+                              pause=pause)
                 first_429 = now if first_429 is None else first_429
                 limited += 1
+                patience = self._rate_limit_patience
                 if (limited > self._rate_limit_retries
-                        or now - first_429 > self._rate_limit_patience):
+                        or now - first_429 > patience):
                     raise self._give_up(error, attempts, "the 429 budget is spent", stats)
+                capped = hint is not None and hint != error.retry_after
+                if now + max(pause, hint if capped and hint else 0.0) > first_429 + patience:
+                    # The wait outlasts the caller's patience: fail now, not after it.
+                    wait = (f"the server asked to wait {error.retry_after:g}s (capped to "
+                            f"max_retry_wait={hint:g}s)" if capped
+                            else f"the endpoint is paused {pause:g}s")
+                    raise self._give_up(error, attempts, (
+                        f"{wait}, past rate_limit_patience={patience:g}s for this call; "
+                        "raise rate_limit_patience in the EndpointConfig to wait longer"),
+                        stats)
                 delay = 0.0  # the permit source paces the retry
             else:
                 if retries >= self.config.max_retries:
                     raise self._give_up(error, attempts, f"max_retries={self.config.max_retries}",
                                         stats)
-                delay = (error.retry_after if error.retry_after is not None
-                         else backoff_delay(retries, self._rng))
+                delay = hint if hint is not None else backoff_delay(retries, self._rng)
                 retries += 1
             for s in stats:
                 s.retries += 1
@@ -222,6 +252,30 @@ class EndpointPool:
             s.record_success(end - start, usage.input_tokens, usage.output_tokens, usage.known)
         self.permits.on_success()
         return response, parsed
+
+    def _capped_hint(self, error: LLMError, node_id: str | None, row: int | None
+                     ) -> float | None:
+        """The server's retry hint, capped at ``max_retry_wait`` (with a warning if it was)."""
+        hint = error.retry_after
+        cap = self.config.max_retry_wait
+        if hint is None or (math.isfinite(hint) and hint <= cap):
+            return hint
+        message = (f"Endpoint '{self.alias}' asked to wait {hint:g}s before retrying; waiting "
+                   f"max_retry_wait={cap:g}s instead (set max_retry_wait in the "
+                   "EndpointConfig to change the cap).")
+        _log.warning(message)
+        self._instant("warning", node_id, row, message=message, retry_after=hint, capped_to=cap)
+        return cap
+
+    def _too_large(self, request: LLMRequest, tokens: int, tpm: float) -> BadRequestError:
+        chars = len(request.system_prompt) + len(request.prompt)
+        return BadRequestError(
+            f"Endpoint '{self.alias}': this request needs about {tokens:,} tokens (a prompt of "
+            f"{chars:,} characters, ~{chars // 4:,} tokens, plus max_tokens="
+            f"{request.max_tokens or 256}), more than tokens_per_minute={tpm:g}: it can never "
+            "fit in a minute's budget. Shorten the prompt, lower max_tokens, or raise "
+            "tokens_per_minute in the EndpointConfig.", alias=self.alias,
+        )
 
     def _stats_for_call(self) -> tuple[EndpointStats, ...]:
         calls = CALL_STATS.get()

@@ -16,13 +16,18 @@ from typing import Any, Literal, cast, get_args
 from plait.errors import ConfigError
 from plait.testing._wire import ChatRequest
 
-__all__ = ["Fault", "FaultKind", "Responder", "ServerConfig"]
+__all__ = ["Fault", "FaultKind", "Responder", "RetryHint", "ServerConfig"]
 
 FaultKind = Literal[
     "429", "500", "503", "400", "malformed", "empty_choices", "truncated", "hang", "close",
-    "bad_usage", "endless", "echo_key",
+    "bad_usage", "endless", "echo_key", "gzip_bomb",
 ]
 _FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
+
+RetryHint = Literal["both", "seconds", "ms", "none"]
+"""How a 429 states its wait: both headers (OpenAI), ``retry-after`` in whole seconds only
+(Anthropic), ``retry-after-ms`` only, or no hint at all."""
+_RETRY_HINTS: tuple[str, ...] = get_args(RetryHint)
 
 Responder = Callable[[ChatRequest], Any]
 """``fn(request) -> str`` or ``async fn(request) -> str``: the reply text for a request."""
@@ -48,21 +53,28 @@ class Fault:
             "endless" (200 whose chunked body never ends: it stops after ``body_bytes``, when
             the client hangs up, or when the server stops), "echo_key" (401 whose error
             message quotes the request's ``Authorization`` and ``x-api-key`` headers, as a
-            careless proxy does).
+            careless proxy does), "gzip_bomb" (200 whose small gzip body inflates to
+            ``body_bytes``).
         model: Only requests for this model.
         match: Only requests whose last user message contains this text.
         every: Fire on every Nth matching request (N >= 1).
         probability: Fire with this probability per matching request.
         times: How many times to fire; None means once for a plain fault and unlimited with
             ``every`` or ``probability``.
-        retry_after: Seconds sent in ``retry-after``/``retry-after-ms`` for a "429".
+        retry_after: Seconds sent in ``retry-after``/``retry-after-ms`` for a "429" (in
+            the form ``ServerConfig.retry_hint`` says).
         hang_seconds: How long a "hang" lasts (bounded; the server's stop ends it early).
-        body_bytes: How many bytes an "endless" body sends at most.
+        body_bytes: How many bytes an "endless" body sends at most, and a "gzip_bomb"
+            inflates to.
+        headers: Raw response headers of a "429", sent verbatim instead of the computed
+            hint, to script odd or absurd hints (``{"retry-after": "99999"}``, an HTTP
+            date, ``"inf"``).
 
     Example:
         >>> Fault("429", retry_after=2.0)           # the next request gets a 429
         >>> Fault("500", every=10)                  # every 10th request, forever
         >>> Fault("hang", match="slow", times=3)    # the next 3 requests mentioning "slow"
+        >>> Fault("429", headers={"retry-after-ms": "1e12"})  # an absurd hint
     """
 
     kind: FaultKind
@@ -73,6 +85,7 @@ class Fault:
     times: int | None = None
     retry_after: float = 1.0
     hang_seconds: float = 30.0
+    headers: dict[str, str] | None = None
     body_bytes: int = 256 * 2**20
 
     def __post_init__(self) -> None:
@@ -90,6 +103,10 @@ class Fault:
             raise ConfigError("Fault retry_after and hang_seconds must be >= 0.")
         if self.body_bytes < 1:
             raise ConfigError(f"Fault body_bytes must be >= 1, got {self.body_bytes}.")
+        if self.headers is not None and not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in self.headers.items()  # pyright: ignore[reportUnnecessaryIsInstance]
+        ):
+            raise ConfigError(f"Fault headers must map str to str, got {self.headers!r}.")
 
     @property
     def limit(self) -> int | None:
@@ -124,14 +141,17 @@ class ServerConfig:
         latency_jitter: Up to this many extra seconds, uniform, seeded by ``seed``.
         rate_limit: Requests per second. A number caps all requests together; a dict caps
             each listed model separately (``"*"`` in the dict is the all-requests cap).
-            Beyond it the server answers 429 with ``retry-after`` (whole seconds, rounded
-            up) and ``retry-after-ms``.
+            Beyond it the server answers 429 with the hint ``retry_hint`` names.
         rate_burst: Token-bucket capacity, in requests. Default: one second's worth
             (``max(1, rate)``), so a burst of ``rate`` requests passes, then ``rate`` per
             second.
         max_concurrency: Requests in flight at once, as a number (all requests) or a dict
             per model (``"*"``: all requests); beyond it the server answers 429.
         busy_retry_after: The retry hint, in seconds, of a 429 caused by ``max_concurrency``.
+        retry_hint: How every 429 states its wait: "both" (default, as OpenAI:
+            ``retry-after`` in whole seconds rounded up, and exact ``retry-after-ms``),
+            "seconds" (as Anthropic: whole-second ``retry-after`` only), "ms"
+            (``retry-after-ms`` only) or "none" (no hint).
         faults: Scripted failures, see ``Fault``.
         seed: Seed of jitter and probabilistic faults.
         require_api_key: If set, requests without this key (``Authorization: Bearer`` or
@@ -147,6 +167,7 @@ class ServerConfig:
     rate_burst: float | None = None
     max_concurrency: int | dict[str, int] | None = None
     busy_retry_after: float = 0.1
+    retry_hint: RetryHint = "both"
     faults: list[Fault] = field(default_factory=list[Fault])
     seed: int = 0
     require_api_key: str | None = None
@@ -166,6 +187,10 @@ class ServerConfig:
             for v in values:
                 if v is not None and (isinstance(v, bool) or not v >= 0 or math.isinf(v)):
                     raise ConfigError(f"{name} values must be finite numbers >= 0, got {v!r}.")
+        if self.retry_hint not in _RETRY_HINTS:
+            raise ConfigError(
+                f"retry_hint must be one of {list(_RETRY_HINTS)}, got {self.retry_hint!r}."
+            )
         if self.rate_burst is not None and self.rate_burst < 1:
             raise ConfigError(f"rate_burst must be >= 1 request, got {self.rate_burst}.")
         if self.record_requests < 0:

@@ -11,11 +11,11 @@ from typing import Any
 from aiohttp import web
 
 from plait.errors import ConfigError
-from plait.testing._config import Fault, Responder
+from plait.testing._config import Fault, Responder, RetryHint
 from plait.testing._schema_fake import fake_json
 from plait.testing._wire import AnthropicFormat, ChatRequest, OpenAIFormat
 
-__all__ = ["Replier", "default_reply", "fault_response", "json_response"]
+__all__ = ["Replier", "default_reply", "fault_response", "json_response", "retry_headers"]
 
 _JSON = "application/json"
 # Cut inside the first choice, so no JSON parser can accept it.
@@ -75,18 +75,28 @@ class Replier:
         return default_reply(req)
 
 
+def retry_headers(retry_after: float, hint: RetryHint = "both") -> dict[str, str]:
+    """The headers stating ``retry_after`` in the form ``hint`` names (see ``RetryHint``)."""
+    headers: dict[str, str] = {}
+    # Whole seconds rounded up (never 0, which clients read as "now"), as OpenAI and
+    # Anthropic send them; exact milliseconds as OpenAI's retry-after-ms.
+    if hint in ("both", "seconds"):
+        headers["retry-after"] = str(max(1, math.ceil(retry_after)))
+    if hint in ("both", "ms"):
+        headers["retry-after-ms"] = str(max(1, math.ceil(retry_after * 1000)))
+    return headers
+
+
 def json_response(
-    status: int, payload: Any, *, retry_after: float | None = None
+    status: int, payload: Any, *, retry_after: float | None = None,
+    retry_hint: RetryHint = "both", headers: dict[str, str] | None = None,
 ) -> web.Response:
-    """A JSON response; a ``retry_after`` adds ``retry-after`` and ``retry-after-ms``."""
-    headers: dict[str, str] | None = None
+    """A JSON response; a ``retry_after`` adds the hint headers ``retry_hint`` names.
+
+    ``headers`` are added verbatim (after the hint, so they may replace it).
+    """
     if retry_after is not None:
-        # Whole seconds rounded up (never 0, which clients read as "now") and exact ms,
-        # as OpenAI sends them.
-        headers = {
-            "retry-after": str(max(1, math.ceil(retry_after))),
-            "retry-after-ms": str(max(1, math.ceil(retry_after * 1000))),
-        }
+        headers = retry_headers(retry_after, retry_hint) | (headers or {})
     return web.Response(
         status=status, body=json.dumps(payload).encode(), content_type=_JSON, headers=headers
     )
@@ -94,13 +104,16 @@ def json_response(
 
 async def fault_response(
     request: web.BaseRequest, fmt: OpenAIFormat | AnthropicFormat, req: ChatRequest,
-    fault: Fault,
+    fault: Fault, retry_hint: RetryHint = "both",
 ) -> web.StreamResponse:
     """The response (or broken connection) that ``fault`` scripts."""
     kind = fault.kind
     if kind == "429":
         message = f"Rate limit reached for {req.model} (scripted fault)."
-        return json_response(429, fmt.error(429, message), retry_after=fault.retry_after)
+        if fault.headers is not None:  # verbatim, instead of the computed hint
+            return json_response(429, fmt.error(429, message), headers=dict(fault.headers))
+        return json_response(429, fmt.error(429, message), retry_after=fault.retry_after,
+                             retry_hint=retry_hint)
     if kind in ("500", "503", "400"):
         status = int(kind)
         return json_response(status, fmt.error(status, f"Scripted {kind} fault."))

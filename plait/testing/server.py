@@ -330,7 +330,7 @@ class LLMServer(ServerURLs):
             reply = await reply_fault_response(request, fmt, req, fault, text, tool_input)
             self._stats.responded(reply.status)
             return reply
-        response = await fault_response(request, fmt, req, fault)
+        response = await fault_response(request, fmt, req, fault, self._config.retry_hint)
         if response.status != 200:
             self._stats.responded(response.status)
         return response
@@ -382,7 +382,8 @@ class LLMServer(ServerURLs):
         self, fmt: OpenAIFormat | AnthropicFormat, wait: float, message: str
     ) -> web.Response:
         self._stats.responded(429)
-        return json_response(429, fmt.error(429, message), retry_after=wait)
+        return json_response(429, fmt.error(429, message), retry_after=wait,
+                             retry_hint=self._config.retry_hint)
 
     # ------------------------------------------------------------ side endpoints
 

@@ -136,17 +136,17 @@ def test_burst_is_a_tenth_of_a_second_not_a_minute():
     run(main())
 
 
-def test_429_pauses_every_acquisition():
+def test_429_with_a_precise_hint_pauses_every_acquisition_that_long():
     async def main():
         clock = FakeClock()
         permits = LocalPermitSource(4, None, None, clock)
-        permits.on_rate_limited(2.0)
+        assert permits.on_rate_limited(2.5) == 2.5  # retry-after-ms: 2500
         task = asyncio.create_task(permits.acquire(1))
-        await clock.advance(1.9)
+        await clock.advance(2.4)
         assert not task.done()
         await clock.advance(0.1)
         assert task.done()
-        assert task.result().rate_wait == pytest.approx(2.0)
+        assert task.result().rate_wait == pytest.approx(2.5)
 
     run(main())
 

@@ -126,12 +126,24 @@ def test_retry_budget_spent_raises_last_error():
 
 def test_429s_do_not_spend_max_retries():
     clock = FakeClock()
-    client = ScriptedClient(*[RateLimitError("slow", status=429, retry_after=1.0)] * 5, OK)
+    client = ScriptedClient(*[RateLimitError("slow", status=429, retry_after=1.5)] * 5, OK)
     pool = make_pool(client, clock, max_retries=1)
     response, _ = drive(clock, pool.call(LLMRequest("hi")))
     assert response.text == "ok" and client.calls == 6
     assert pool.stats.rate_limited == 5 and pool.stats.retries == 5
-    assert clock.now() >= 5.0  # each 429 paused the permit source for retry_after
+    assert clock.now() == pytest.approx(7.5)  # a precise hint pauses exactly that long
+
+
+def test_whole_second_hints_bound_a_learned_pause_that_doubles_while_refused():
+    clock = FakeClock()
+    client = ScriptedClient(*[RateLimitError("slow", status=429, retry_after=1.0)] * 6, OK)
+    events: list[Event] = []
+    pool = make_pool(client, clock, events=events.append)
+    response, _ = drive(clock, pool.call(LLMRequest("hi")))
+    assert response.text == "ok" and client.calls == 7
+    pauses = [e.attrs["pause"] for e in events if e.kind == "rate_limited"]
+    # Before: 1 s per 429 (the hint's rounding); now a probe, up to the hint.
+    assert pauses == pytest.approx([0.05, 0.1, 0.2, 0.4, 0.8, 1.0])
 
 
 def test_429_budget_is_bounded():
@@ -145,11 +157,64 @@ def test_429_budget_is_bounded():
 
 def test_429_patience_is_bounded_in_time():
     clock = FakeClock()
-    client = ScriptedClient(RateLimitError("slow", status=429, retry_after=10.0))
+    client = ScriptedClient(RateLimitError("slow", status=429, retry_after=10.5))
     pool = make_pool(client, clock, rate_limit_patience=35.0)
-    with pytest.raises(RateLimitError):
+    with pytest.raises(RateLimitError, match="past rate_limit_patience=35s"):
         drive(clock, pool.call(LLMRequest("hi")))
-    assert client.calls == 5  # 429s at t=0,10,20,30 retried; at t=40 patience is spent
+    # 429s at t=0, 10.5, 21 retried; the one at 31.5 would wait past 35 s: it fails at once.
+    assert client.calls == 4 and clock.now() == pytest.approx(31.5)
+
+
+def make_config_pool(client, clock, *, events=None, **config):
+    cfg = EndpointConfig("vllm", "m", base_url="http://x/v1", **config)
+    permits = LocalPermitSource(cfg.max_concurrent, cfg.rate_limit, cfg.tokens_per_minute,
+                                clock)
+    return EndpointPool("fast", cfg, client=client, permits=permits, clock=clock,
+                        events=events, rng=random.Random(7))
+
+
+@pytest.mark.parametrize("hint", [99999.5, float("inf"), 1e9])
+def test_an_absurd_hint_is_capped_at_max_retry_wait_with_a_warning(hint):
+    clock = FakeClock()
+    client = ScriptedClient(RateLimitError("slow", status=429, retry_after=hint), OK)
+    events: list[Event] = []
+    pool = make_config_pool(client, clock, events=events.append, max_retry_wait=120.0)
+    response, _ = drive(clock, pool.call(LLMRequest("hi")))
+    assert response.text == "ok"
+    assert clock.now() <= 120.0  # before: paused for the hint (a day, forever)
+    [warning] = [e for e in events if e.kind == "warning"]
+    assert warning.attrs["capped_to"] == 120.0
+    assert "max_retry_wait=120s" in warning.attrs["message"]
+
+
+def test_an_absurd_hint_on_a_5xx_is_capped_too():
+    clock = FakeClock()
+    client = ScriptedClient(ServerError("down", status=503, retry_after=1e7), OK)
+    pool = make_config_pool(client, clock, max_retry_wait=30.0)
+    response, _ = drive(clock, pool.call(LLMRequest("hi")))
+    assert response.text == "ok" and clock.now() == pytest.approx(30.0)
+
+
+def test_a_pause_past_the_patience_fails_the_call_at_once():
+    clock = FakeClock()
+    client = ScriptedClient(RateLimitError("slow", status=429, retry_after=250.5), OK)
+    pool = make_config_pool(client, clock, rate_limit_patience=60.0)
+    with pytest.raises(RateLimitError, match=r"paused 250.5s, past rate_limit_patience=60s"):
+        drive(clock, pool.call(LLMRequest("hi")))
+    assert client.calls == 1 and clock.now() == 0.0  # before: waited 250.5 s
+
+
+def test_a_request_larger_than_tokens_per_minute_fails_at_once():
+    clock = FakeClock()
+    client = ScriptedClient(OK)
+    pool = make_config_pool(client, clock, tokens_per_minute=500)
+    with pytest.raises(BadRequestError) as info:
+        drive(clock, pool.call(LLMRequest("x" * 4000, max_tokens=100)))
+    message = str(info.value)
+    assert "about 1,100 tokens" in message and "4,000 characters" in message
+    assert "tokens_per_minute=500" in message
+    assert client.calls == 0 and clock.now() == 0.0  # before: minutes of token debt
+    assert pool.stats.failures == 1
 
 
 def test_validation_failure_is_a_retryable_format_error():
