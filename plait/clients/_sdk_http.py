@@ -2,7 +2,9 @@
 
 The SDKs read a whole body into memory before looking at it, error bodies included. A
 response hook (it runs once the headers are in, before the body is read) refuses a declared
-length over the limit and wraps the body stream so reading stops at the limit. The
+length over the limit and wraps the body stream so reading stops at the limit; a gzip or
+deflate body is decoded by that wrapper, so the limit applies to decoded bytes (a small
+compressed body cannot inflate past it). The
 ``BodyTooLarge`` it raises reaches the SDK's connection-error path, where
 ``plait.clients.sdk.map_sdk_error`` turns it into a retryable ``ResponseFormatError``.
 
@@ -12,6 +14,7 @@ limits and proxy mounts.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -36,19 +39,42 @@ class BodyTooLarge(Exception):
         self.declared = declared
 
 
+_WBITS = {"gzip": 31, "x-gzip": 31, "deflate": 15}  # zlib framing per Content-Encoding
+
+
 class _BoundedStream(_http.AsyncByteStream):
-    def __init__(self, inner: Any, limit: int, status: int) -> None:
+    """The body, decoded here when gzip/deflate (so the bound is on decoded bytes)."""
+
+    def __init__(self, inner: Any, limit: int, status: int, wbits: int | None) -> None:
         self._inner = inner
         self._limit = limit
         self._status = status
+        self._wbits = wbits
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        limit = self._limit
         seen = 0
+        decoder = zlib.decompressobj(self._wbits) if self._wbits is not None else None
         async for chunk in self._inner:
-            seen += len(chunk)
-            if seen > self._limit:
-                raise BodyTooLarge(self._limit, self._status)
-            yield chunk
+            data: bytes = chunk
+            while data:
+                if decoder is None:
+                    out, data = data, b""
+                else:
+                    try:  # at most limit + 1 bytes out of each step: a bomb never inflates
+                        out = decoder.decompress(data, limit + 1 - seen)
+                    except zlib.error as exc:
+                        raise _http.DecodingError(f"invalid compressed body: {exc}") from exc
+                    data = decoder.unconsumed_tail
+                seen += len(out)
+                if seen > limit:
+                    raise BodyTooLarge(limit, self._status)
+                if out:
+                    yield out
+        if decoder is not None and (tail := decoder.flush()):
+            if seen + len(tail) > limit:
+                raise BodyTooLarge(limit, self._status)
+            yield tail
 
     async def aclose(self) -> None:
         await self._inner.aclose()
@@ -64,9 +90,16 @@ def bounded_http_client(factory: Callable[..., Any], limit: int) -> Any:
     """
 
     async def bound(response: Any) -> None:
-        length = response.headers.get("content-length")
+        headers = response.headers
+        length = headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             raise BodyTooLarge(limit, response.status_code, int(length))
-        response.stream = _BoundedStream(response.stream, limit, response.status_code)
+        wbits = _WBITS.get(headers.get("content-encoding", "").strip().lower())
+        if wbits is not None:
+            # Decoded (and bounded) by the stream below, so httpx must not decode again;
+            # the declared length was of the encoded body.
+            del headers["content-encoding"]
+            headers.pop("content-length", None)
+        response.stream = _BoundedStream(response.stream, limit, response.status_code, wbits)
 
     return factory(event_hooks={"response": [bound]})

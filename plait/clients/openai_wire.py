@@ -100,12 +100,14 @@ class JSONPoster:
                                self._alias) from None
 
     async def _read(self, resp: aiohttp.ClientResponse) -> bytes:
-        # The common reply declares a small Content-Length: one read, no per-chunk loop.
+        # The common reply declares a small Content-Length: one read, no per-chunk loop. A
+        # compressed body's length says nothing of its decoded size: count what is decoded.
         limit = self._max_bytes
         length = resp.content_length
-        if length is not None and length <= limit:
+        encoded = resp.headers.get("Content-Encoding", "identity") != "identity"
+        if length is not None and length <= limit and not encoded:
             return await resp.read()
-        if length is not None:
+        if length is not None and length > limit:
             raise body_too_large(limit, self._alias, resp.status, declared=length)
         body = bytearray()
         async for chunk in resp.content.iter_chunked(1 << 16):

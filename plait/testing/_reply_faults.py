@@ -1,12 +1,14 @@
 """Faults in what a reply carries rather than in whether it arrives.
 
 "bad_usage": a good reply with unusable token counts; "endless": a 200 whose body never
-ends; "echo_key": an error body quoting the request's credentials, as careless proxies do.
+ends; "echo_key": an error body quoting the request's credentials, as careless proxies do;
+"gzip_bomb": a small compressed body that inflates far beyond its Content-Length.
 """
 
 from __future__ import annotations
 
 import json
+import zlib
 from typing import Any
 
 from aiohttp import web
@@ -16,7 +18,7 @@ from plait.testing._wire import AnthropicFormat, ChatRequest, OpenAIFormat
 
 __all__ = ["REPLY_FAULTS", "reply_fault_response"]
 
-REPLY_FAULTS = frozenset({"bad_usage", "endless", "echo_key"})
+REPLY_FAULTS = frozenset({"bad_usage", "endless", "echo_key", "gzip_bomb"})
 _CHUNK = b"x" * (1 << 16)
 
 
@@ -39,6 +41,8 @@ async def reply_fault_response(
             f"{headers.get('x-api-key', '(none)')} (plait.testing echo_key)."
         )
         return _json(401, fmt.error(401, message))
+    if fault.kind == "gzip_bomb":
+        return _gzip_bomb(fault.body_bytes, fmt.provider)
     return await _endless(request, fault.body_bytes)
 
 
@@ -59,6 +63,23 @@ async def _endless(request: web.BaseRequest, limit: int) -> web.StreamResponse:
         return response
     await response.write_eof()
     return response
+
+
+def _gzip_bomb(size: int, provider: str) -> web.Response:
+    # A JSON reply whose text is `size` spaces: gzip shrinks it about a thousandfold.
+    if provider == "anthropic":
+        head, tail = b'{"id": "msg_bomb", "content": [{"type": "text", "text": "', b'"}]}'
+    else:
+        head, tail = b'{"id": "chatcmpl-bomb", "choices": [{"message": {"content": "', b'"}}]}'
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)  # 31: gzip framing
+    parts = [compressor.compress(head)]
+    block = b" " * (1 << 20)
+    for _ in range(size // len(block)):
+        parts.append(compressor.compress(block))
+    parts.append(compressor.compress(tail))
+    parts.append(compressor.flush())
+    return web.Response(status=200, body=b"".join(parts), content_type="application/json",
+                        headers={"Content-Encoding": "gzip"})
 
 
 def _json(status: int, payload: Any) -> web.Response:

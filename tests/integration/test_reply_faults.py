@@ -206,3 +206,35 @@ def test_echoed_key_is_masked_in_the_parquet_error_column(
             assert KEY.encode() not in data
             if path.suffix == ".parquet":  # pages may be compressed: check decoded text too
                 _assert_no_key(str(pq.read_table(path).to_pylist()))
+
+
+def test_compressed_body_is_bounded_by_its_decoded_size(case: tuple[str, str]) -> None:
+    """A tiny gzip body may inflate to gigabytes: the clients count decoded bytes."""
+    limit = 1 << 20
+
+    async def main() -> BaseException:
+        async with LLMServer(faults=[Fault("gzip_bomb", every=1, body_bytes=32 << 20)]) as srv:
+            res = resources(srv, case, max_retries=0, max_response_bytes=limit)
+            with pytest.raises(NodeExecutionError) as info:
+                await run(One(), "x", resources=res)
+            return info.value
+
+    error = arun(main())
+    assert isinstance(error.cause, ResponseFormatError)
+    assert f"max_response_bytes={limit}" in str(error)
+
+
+def test_compressed_replies_still_decode(case: tuple[str, str]) -> None:
+    """Below the limit a gzip reply is decoded as usual (the bound decodes it once)."""
+
+    async def main() -> Any:
+        async with LLMServer(faults=[Fault("gzip_bomb", body_bytes=1 << 20)]) as srv:
+            manager = ResourceManager(resources(srv, case, max_retries=0))
+            try:
+                response, _ = await manager.pool("fast").call(LLMRequest("x"))
+                return response
+            finally:
+                await manager.aclose()
+
+    response = arun(main())
+    assert response.text == " " * (1 << 20) and not response.usage.known
