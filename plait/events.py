@@ -17,7 +17,8 @@ EventKind = Literal[
     "queue_wait",  # waiting for a concurrency slot of an endpoint
     "rate_wait",  # waiting for the rate limiter (requests or tokens)
     "retry",  # instant: an attempt failed and will be retried (attrs: status, delay)
-    "rate_limited",  # instant: a 429 arrived (attrs: retry_after)
+    "rate_limited",  # instant: a 429 arrived (attrs: retry_after, pause)
+    "warning",  # instant: something went odd but the run goes on (attrs: message, ...)
     "node",  # a whole graph node, first attempt to result (attrs: kind)
     "row",  # a whole row, first node to output
     "ready",  # instant: a node became ready to run (for bubble detection)
