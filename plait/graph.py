@@ -18,6 +18,7 @@ Node kinds (a closed set):
 from __future__ import annotations
 
 import hashlib
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -103,10 +104,10 @@ class InferenceGraph:
         """Node ids such that every node comes after all of its dependencies."""
         indegree = {nid: len(set(n.deps)) for nid, n in self.nodes.items()}
         dependents = self.dependents()
-        ready = [nid for nid, d in indegree.items() if d == 0]
+        ready = deque(nid for nid, d in indegree.items() if d == 0)
         order: list[str] = []
         while ready:
-            nid = ready.pop(0)
+            nid = ready.popleft()
             order.append(nid)
             for child in dependents[nid]:
                 indegree[child] -= 1

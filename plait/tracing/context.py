@@ -36,9 +36,14 @@ def reset_active_tracer(token: contextvars.Token[Tracer | None]) -> None:
 def user_source_location() -> str:
     """``file.py:line`` of the innermost frame outside the plait package."""
     frame = sys._getframe(1)  # pyright: ignore[reportPrivateUsage]
+    inside = _PLAIT_DIR + os.sep
     while frame is not None:
         filename = frame.f_code.co_filename
-        if not os.path.abspath(filename).startswith(_PLAIT_DIR + os.sep):
+        # co_filename is almost always absolute; abspath() would cost more than the rest of
+        # recording a node, so it is only called for a relative name.
+        if not filename.startswith(inside) and (
+            os.path.isabs(filename) or not os.path.abspath(filename).startswith(inside)
+        ):
             return f"{os.path.basename(filename)}:{frame.f_lineno}"
         frame = frame.f_back
     return "<unknown>"
