@@ -8,9 +8,10 @@ import re
 import types
 import typing
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from plait.module import Module
+if TYPE_CHECKING:
+    from plait.module import Module
 
 __all__ = ["ListAnnotation", "list_annotations"]
 

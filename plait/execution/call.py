@@ -19,13 +19,15 @@ import contextvars
 import threading
 import warnings
 from collections.abc import AsyncIterator, Coroutine, Generator
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from plait.errors import CallError
 from plait.execution.results import BatchResult
 from plait.execution.running import CallSpec, await_call, stream_call
 from plait.execution.settings import ExecutionSettings
-from plait.module import Module
+
+if TYPE_CHECKING:
+    from plait.module import Module
 
 __all__ = ["PendingCall", "call_module", "run", "run_sync"]
 

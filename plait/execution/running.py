@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from plait.errors import BatchError, ConfigError, PlaitError
 from plait.execution.contract import Job, get_executor
@@ -19,7 +19,9 @@ from plait.execution.results import BatchResult, RowResult
 from plait.execution.settings import ResolvedSettings, resolve_settings
 from plait.execution.shared import loop_manager
 from plait.graph import InferenceGraph
-from plait.module import Module
+
+if TYPE_CHECKING:
+    from plait.module import Module
 
 __all__ = ["CallSpec", "await_call", "stream_call"]
 
