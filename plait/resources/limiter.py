@@ -32,10 +32,11 @@
   accepted (the server really wants a longer pause), and back to 50 ms after an
   acceptance. So a coarse hint costs a few 429s, not a second per 429, and a server that
   keeps refusing still gets its full hint after a few doublings.
-* **In-flight cap.** A server may refuse by concurrency, not rate (429 above N in flight).
-  A 429 lowers a learned cap on requests in flight to the number that were in flight when
-  the refused request was sent, but never below the largest number ever seen in flight at
-  an acceptance minus one... see ``_InflightCap``.
+* **In-flight window.** A server may refuse by concurrency, not rate (429 above N in
+  flight). A 429 for a request sent with more in flight than any recently accepted one is
+  taken as such: a learned window (``InflightWindow``) caps requests in flight at one less,
+  with no pause and no rate cut (unless the hint is precise: then the pause is honoured),
+  and grows back slowly at its edge. Other 429s go to the rate logic above.
 
 Fast path (free slot, budget available, no pause, no waiters): no task, no future, a few
 attribute updates.

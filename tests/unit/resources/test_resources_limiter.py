@@ -265,3 +265,92 @@ def test_request_larger_than_token_capacity_goes_into_debt():
         assert nxt.done()
 
     run(main())
+
+
+def test_coarse_hint_pause_is_a_probe_that_doubles_until_an_acceptance():
+    async def main():
+        clock = FakeClock(start=10.0)
+        permits = LocalPermitSource(None, None, None, clock)
+        # Before: a whole-second retry-after (or none: 1 s) paused for the whole second.
+        assert permits.on_rate_limited(1.0) == pytest.approx(0.05)
+        assert permits.on_rate_limited(1.0) == pytest.approx(0.05)  # same pause: no doubling
+        await clock.advance(0.05)
+        assert permits.on_rate_limited(None) == pytest.approx(0.1)  # refused again after it
+        await clock.advance(0.1)
+        assert permits.on_rate_limited(1.0) == pytest.approx(0.2)
+        for _ in range(5):
+            await clock.advance(1.0)
+            permits.on_rate_limited(1.0)
+        assert permits.paused_until - clock.now() == pytest.approx(1.0)  # the hint bounds it
+        await clock.advance(1.0)
+        permits.release(await permits.acquire(1), used_tokens=None)
+        permits.on_success()
+        assert permits.on_rate_limited(1.0) == pytest.approx(0.05)  # accepted: short again
+
+    run(main())
+
+
+def test_concurrency_refusal_shrinks_the_in_flight_window_without_pausing():
+    async def main():
+        clock = FakeClock()
+        permits = LocalPermitSource(8, None, None, clock)
+        held = [await permits.acquire(1) for _ in range(5)]
+        assert [p.in_flight for p in held] == [1, 2, 3, 4, 5]
+        refused = held.pop()  # 5 in flight: the server takes 4
+        permits.release(refused, used_tokens=None)
+        assert permits.on_rate_limited(1.0) == 0.0
+        assert permits.max_in_flight == 4 and permits.paused_until == float("-inf")
+        waiter = asyncio.create_task(permits.acquire(1))  # the retry waits for the window
+        await settle()
+        assert not waiter.done()
+        permits.release(held.pop(), used_tokens=None)
+        permits.on_success()
+        await settle()
+        assert waiter.done() and waiter.result().in_flight == 4
+
+    run(main())
+
+
+def test_refusal_at_an_accepted_in_flight_count_is_a_rate_limit():
+    async def main():
+        clock = FakeClock()
+        permits = LocalPermitSource(8, None, None, clock)
+        held = [await permits.acquire(1) for _ in range(3)]
+        permits.release(held.pop(), used_tokens=None)  # sent with 3 in flight: accepted
+        permits.on_success()
+        permits.release(held.pop(), used_tokens=None)  # sent with 2 in flight: refused
+        assert permits.on_rate_limited(None) == pytest.approx(0.05)  # paused: a rate cap
+        assert permits.max_in_flight is None
+
+    run(main())
+
+
+def test_concurrency_refusal_with_a_precise_hint_still_pauses():
+    async def main():
+        clock = FakeClock()
+        permits = LocalPermitSource(8, None, None, clock)
+        held = [await permits.acquire(1) for _ in range(3)]
+        permits.release(held.pop(), used_tokens=None)
+        assert permits.on_rate_limited(0.25) == 0.25
+        assert permits.max_in_flight == 2
+
+    run(main())
+
+
+def test_in_flight_window_grows_back_at_its_edge_after_a_quiet_second():
+    async def main():
+        clock = FakeClock()
+        permits = LocalPermitSource(8, None, None, clock)
+        held = [await permits.acquire(1) for _ in range(3)]
+        permits.release(held.pop(), used_tokens=None)
+        permits.on_rate_limited(None)
+        assert permits.max_in_flight == 2
+        await clock.advance(1.0)
+        for _ in range(4):  # each acceptance at the edge adds 1/window: 2 -> 2.5 -> 2.9 -> 3.24
+            permits.release(held.pop(), used_tokens=None)
+            permits.on_success()
+            held += [await permits.acquire(1)]
+            held += [await permits.acquire(1)] if len(held) < 2 else []
+        assert permits.max_in_flight == 3
+
+    run(main())
