@@ -316,3 +316,19 @@ def test_run_sync_inside_a_leaf_under_run_sync_is_an_error_not_a_deadlock(server
 
 def test_an_async_leaf_awaits_another_pipeline_under_run_sync(server: Any) -> None:
     assert NestedAsync(bound_echo(server)).run_sync("x") == "[m] echo: x"
+
+
+# --- a named Sequential of LLM calls ------------------------------------------------------------
+
+
+def test_a_named_sequential_of_llm_calls_runs_in_order(server: Any) -> None:
+    from collections import OrderedDict
+
+    chain = Sequential(OrderedDict([
+        ("translate", LLMInference(alias="fast", system_prompt="Translate.")),
+        ("fix", LLMInference(alias="fast", system_prompt="Fix.")),
+    ])).bind(resources=server.resource_config({"fast": "m"}))
+    assert chain.run_sync("hola") == "[m] echo: [m] echo: hola"
+    assert prompts(server) == ["hola", "[m] echo: hola"]
+    assert list(chain.state_dict()) == ["translate.system_prompt", "fix.system_prompt"]
+    assert [n.target for n in chain.graph_for(1).llm_nodes()] == ["translate", "fix"]
