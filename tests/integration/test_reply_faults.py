@@ -164,10 +164,11 @@ def test_echoed_key_is_masked_in_every_recorded_error(
         async with LLMServer(require_api_key=KEY, faults=[Fault("echo_key", every=1)]) as srv:
             res = resources(srv, case, api_key=KEY, max_retries=1)
             with pytest.raises(NodeExecutionError) as single:
-                await run(One(), "x", resources=res, checkpoint_dir=tmp_path / "ckpt")
+                await run(One(), "x", resources=res)
             with pytest.raises(BatchError) as batch:
                 await run(One(), rows, resources=res)
-            streamed = [r async for r in run(One(), rows, resources=res, streaming=True)]
+            streamed = [r async for r in run(One(), rows, resources=res, streaming=True,
+                                             checkpoint_dir=tmp_path / "ckpt")]
             return single.value, batch.value, streamed, srv.stats().client_errors
 
     single, batch, streamed, rejected = arun(main())
@@ -180,9 +181,10 @@ def test_echoed_key_is_masked_in_every_recorded_error(
     assert all(r.error is not None for r in streamed)
     for text in texts:
         _assert_no_key(text)
-    for path in (tmp_path / "ckpt").rglob("*"):
-        if path.is_file():
-            _assert_no_key(path.read_bytes().decode("utf-8", "replace"))
+    written = [p.read_bytes() for p in (tmp_path / "ckpt").rglob("*") if p.is_file()]
+    assert any(b"echo_key" in data and b"***" in data for data in written)  # recorded
+    for data in written:
+        _assert_no_key(data.decode("utf-8", "replace"))
     _assert_no_key(caplog.text)
 
 
