@@ -95,7 +95,9 @@ class Proxy:
         fail("compare (==)", "Compare inside a @plait.functional.op function or leaf module.")
 
     def __hash__(self) -> int:
-        return id(self)
+        # A dict lookup or set test would be decided once, on the placeholder's identity.
+        fail("use as a dict key or set member",
+             "Look the value up inside a @plait.functional.op function or leaf module.")
 
     def __await__(self) -> NoReturn:
         fail(

@@ -157,7 +157,10 @@ class TracedText(str):
             return str.__ge__(self, other)
         _needs_text("order (>=)", "an @plait.functional.op function")
 
-    __hash__ = str.__hash__
+    def __hash__(self) -> int:
+        if self._plait_live() is None:
+            return str.__hash__(self)
+        _needs_text("use as a dict key or set member", "an @plait.functional.op function")
 
     def __reduce_ex__(self, protocol: Any) -> Any:
         if self._plait_live() is None:

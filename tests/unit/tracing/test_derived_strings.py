@@ -113,8 +113,12 @@ def test_text_operations_on_strings_holding_a_value_raise(
         (lambda self, t: self.llm(t) if f"{t}" == "x" else t, "compare (==)"),
         (lambda self, t: sorted([f"{t}", "b"]), "order ("),
         (lambda self, t: self.llm(t) if self.template.value == "x" else t, "compare (==)"),
+        (lambda self, t: self.llm({"a": "x"}.get(f"{t}", "default")), "dict key"),
+        (lambda self, t: self.llm({"a": "x"}.get(self.llm(t), "default")), "dict key"),
+        (lambda self, t: self.llm(t) if f"{t}" in {"a", "b"} else t, "dict key"),
     ],
-    ids=["len", "in", "truth", "eq", "sort", "param-eq"],
+    ids=["len", "in", "truth", "eq", "sort", "param-eq", "dict-get", "dict-get-reply",
+         "set-member"],
 )
 def test_questions_about_the_text_raise_at_the_line(
     body: Any, action: str, same_as_python: SameAsPython
