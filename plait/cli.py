@@ -9,17 +9,25 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import inspect
+import json
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from plait.errors import ConfigError, PlaitError
-from plait.io import DatasetSummary, run_dataset_local
+from plait.io import DatasetSummary, OutputDir, run_dataset_local
+from plait.io._arrow import pq
 from plait.module import Module
 
-__all__ = ["load_pipeline", "main", "parse_columns"]
+__all__ = ["DISTRIBUTION", "load_pipeline", "main", "parse_columns", "parse_env",
+           "sample_errors"]
+
+DISTRIBUTION = "plait-pipelines"
+"""This project's name on the package index (``pip install plait-pipelines[ray]``)."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,8 +45,22 @@ def _parser() -> argparse.ArgumentParser:
                      help="auto (default): skip committed rows of the same pipeline and "
                           "input; force: resume anyway; fresh: start over")
     run.add_argument("--columns", help="forward() argument to column: arg=col,arg2=col2")
-    run.add_argument("--rows-per-chunk", type=int, default=1000)
+    run.add_argument("--rows-per-chunk", type=int,
+                     help="Rows per committed part (default: sized from the dataset and "
+                          "workers, at most 1000)")
     run.add_argument("--workers", type=int, help="Ray worker actors (ray executor)")
+    run.add_argument("--keep-failed", action="store_true",
+                     help="On resume, keep committed failed rows instead of retrying them "
+                          "(ray executor)")
+    run.add_argument("--env", action="append", default=[], metavar="NAME[=VALUE]",
+                     help="Environment variable for the Ray workers (repeatable); NAME alone "
+                          "copies it from this shell. Values show in Ray's logs: for keys "
+                          "prefer --env-file")
+    run.add_argument("--env-file", metavar="PATH",
+                     help="NAME=VALUE file every Ray worker reads at start (a path on shared "
+                          "storage or a mounted secret); its values never enter Ray's logs")
+    run.add_argument("--runtime-env", metavar="JSON",
+                     help='Ray runtime_env for the driver\'s job, e.g. \'{"pip": ["x"]}\'')
     run.add_argument("--profile", help="Write a Chrome trace here (ray executor)")
     run.add_argument("--no-progress", action="store_true", help="Hide the progress bar")
     return parser
@@ -89,7 +111,7 @@ def load_pipeline(spec: str) -> tuple[Module, ModuleType]:
     if obj is None:
         raise ConfigError(f"{target} has no attribute {name!r}.")
     if isinstance(obj, type) and issubclass(obj, Module):
-        obj = obj()
+        obj = _instantiate(obj, spec, target, name)
     if not isinstance(obj, Module):
         kind = type(obj).__name__  # pyright: ignore[reportUnknownArgumentType]
         raise ConfigError(f"{spec} is a {kind}, not a plait Module (or a Module "
@@ -97,28 +119,133 @@ def load_pipeline(spec: str) -> tuple[Module, ModuleType]:
     return obj, source
 
 
+def _instantiate(cls: type[Module], spec: str, target: str, name: str) -> Module:
+    """``cls()``; a class that needs arguments is refused with the fix, not a traceback."""
+    params = [p for p in inspect.signature(cls).parameters.values()
+              if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    if params:
+        needed = ", ".join(p.name for p in params)
+        raise ConfigError(
+            f"{spec}: {name}.__init__ needs arguments ({needed}), and the CLI creates the "
+            f"pipeline with none. In {target} build one, e.g. `pipeline = {name}({needed}=...)`"
+            f", and run {target}:pipeline; or give the arguments defaults.")
+    return cls()
+
+
+def _ship_local_modules(cloudpickle: Any, directory: Path) -> None:
+    """Pickle every module loaded from the pipeline's directory by value.
+
+    Ray workers import pickled classes and functions by module name; modules next to the
+    pipeline file (its own helpers) are not installed on the workers, so their code travels
+    with the pipeline instead. Installed packages (site-packages) are left to the workers.
+    """
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None)
+        if not file or "site-packages" in file:
+            continue
+        path = Path(file).resolve()
+        if path.is_relative_to(directory) and not path.name.startswith("_"):
+            cloudpickle.register_pickle_by_value(module)
+
+
+def parse_env(pairs: Sequence[str], environ: Mapping[str, str]) -> dict[str, str]:
+    """``["A=1", "B"]`` -> ``{"A": "1", "B": environ["B"]}``.
+
+    Raises:
+        ConfigError: A bare name is not set in ``environ``, or a name is empty.
+    """
+    env: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not key:
+            raise ConfigError(f"--env {pair!r} has no name. Use --env NAME=VALUE or --env "
+                              "NAME (copied from this shell).")
+        if not sep:
+            if key not in environ:
+                raise ConfigError(f"--env {key} copies {key} from this shell, where it is not "
+                                  f"set. Export it first, or pass --env {key}=VALUE.")
+            value = environ[key]
+        env[key] = value
+    return env
+
+
+def _ray_options(args: argparse.Namespace) -> dict[str, Any]:
+    options: dict[str, Any] = {"address": args.address} if args.address else {}
+    env = parse_env(args.env, os.environ)
+    if env:
+        options["env_vars"] = env
+    if args.env_file:
+        options["env_file"] = args.env_file
+    if args.runtime_env:
+        try:
+            runtime_env = json.loads(args.runtime_env)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--runtime-env is not JSON ({exc}): {args.runtime_env!r}. "
+                              'Example: --runtime-env \'{"pip": ["requests"]}\'') from exc
+        if not isinstance(runtime_env, dict):
+            raise ConfigError("--runtime-env must be a JSON object, e.g. '{\"pip\": [...]}'.")
+        options["runtime_env"] = runtime_env
+    return options
+
+
 def _run(args: argparse.Namespace) -> DatasetSummary:
+    if args.rows_per_chunk is not None and args.rows_per_chunk < 1:
+        raise ConfigError(f"--rows-per-chunk {args.rows_per_chunk}: each committed part needs "
+                          "at least 1 row. Pass a positive number (e.g. --rows-per-chunk 100) "
+                          "or leave it out to size chunks from the dataset and workers.")
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers {args.workers}: pass at least 1, or leave it out to "
+                          "use the cluster's CPUs (1 to 4).")
     pipeline, source = load_pipeline(args.pipeline)
     columns = parse_columns(args.columns)
     progress = False if args.no_progress else None
     if args.executor == "local":
         return run_dataset_local(pipeline, args.input, args.output, resources=args.resources,
                                  columns=columns, resume=args.resume,
-                                 rows_per_chunk=args.rows_per_chunk, progress=progress)
+                                 rows_per_chunk=args.rows_per_chunk or 1000,
+                                 progress=progress)
     try:
         cloudpickle: Any = importlib.import_module("ray.cloudpickle")
         dataset: Any = importlib.import_module("plait_ray.dataset")
     except ImportError as exc:
-        raise ConfigError("Executor 'ray' needs plait_ray. Install it with: pip install "
-                          f"'pyplait[ray]' ({exc})") from exc
-    # Workers cannot import a pipeline file loaded by path: ship its code with the pipeline.
+        raise ConfigError(f"Executor 'ray' needs plait_ray. Install it with: pip install "
+                          f"'{DISTRIBUTION}[ray]' ({exc})") from exc
+    # Workers cannot import a pipeline file loaded by path, nor its sibling helper modules:
+    # ship their code with the pipeline.
     cloudpickle.register_pickle_by_value(source)
-    options: dict[str, Any] = {"address": args.address} if args.address else {}
+    source_file = getattr(source, "__file__", None)
+    if source_file and args.pipeline.rpartition(":")[0].endswith(".py"):
+        _ship_local_modules(cloudpickle, Path(source_file).resolve().parent)
     summary: DatasetSummary = dataset.run_dataset(
         pipeline, args.input, args.output, resources=args.resources, columns=columns,
         resume=args.resume, rows_per_chunk=args.rows_per_chunk, workers=args.workers,
-        progress=progress, profile=args.profile, executor_options=options)
+        progress=progress, profile=args.profile, retry_failed=not args.keep_failed,
+        executor_options=_ray_options(args))
     return summary
+
+
+def sample_errors(output: str | os.PathLike[str], limit: int = 3) -> list[tuple[int, str]]:
+    """The first ``limit`` failed rows of an output directory, as (row_id, error)."""
+    samples: list[tuple[int, str]] = []
+    for path in OutputDir(output).part_paths():
+        table: Any = pq.read_table(path, columns=["row_id", "error"])
+        for row_id, error in zip(table.column("row_id").to_pylist(),
+                                 table.column("error").to_pylist(), strict=True):
+            if error is not None:
+                samples.append((int(row_id), str(error)))
+                if len(samples) >= limit:
+                    return samples
+    return samples
+
+
+def _interrupted(output: str) -> str:
+    try:
+        rows = OutputDir(output).committed_stats().rows
+    except (OSError, PlaitError):
+        rows = 0
+    return (f"plait: interrupted. {rows:,} rows are committed in {output}; rerun the same "
+            "command to run the rest (resume is the default).")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -129,5 +256,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PlaitError as exc:
         print(f"plait: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(_interrupted(args.output), file=sys.stderr)
+        return 130
     print(summary.format())
+    if summary.errors:
+        print(f"plait: {summary.errors:,} rows failed; their error is in the output's "
+              "'error' column. First ones:", file=sys.stderr)
+        for row_id, error in sample_errors(summary.output):
+            print(f"  row {row_id}: {error[:300]}", file=sys.stderr)
+        print("Fix the cause and rerun the same command: failed rows are retried on resume "
+              "(--keep-failed keeps them).", file=sys.stderr)
+        return 1
     return 0

@@ -22,22 +22,28 @@ must be exactly-once and resumable, use :func:`plait_ray.run_dataset`.
 from __future__ import annotations
 
 import asyncio
+import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
-
-import importlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import ray
 
 from plait.errors import ConfigError
 from plait.execution.settings import resolve_settings
-from plait.io import Chunk, ColumnMap, check_input_columns, chunk_rows, resolve_columns
-from plait.io._schema import result_table
+from plait.io import (
+    Chunk,
+    ColumnMap,
+    check_input_columns,
+    chunk_rows,
+    resolve_columns,
+    result_table,
+)
 from plait.module import Module
 from plait_ray._ray_init import ensure_ray
 from plait_ray.cluster_resources import hold_cluster_resources
+from plait_ray.dataset._env_file import load_env_file
+from plait_ray.dataset._worker import ClosingPermits
 from plait_ray.limits import leased_permit_factory
 from plait_ray.metrics import RayMetricsSink
 from plait_ray.replica_client import replica_client_factory
@@ -52,7 +58,7 @@ __all__ = ["map_dataset"]
 _OPTIONS = {
     "address", "namespace", "runtime_env", "num_cpus",  # ray.init (see _ray_init)
     "worker_num_cpus", "worker_resources", "limits_namespace", "metrics", "max_inflight",
-    "max_concurrent", "env_vars",
+    "max_concurrent", "env_vars", "env_file",
 }
 
 
@@ -65,6 +71,7 @@ class _MapPayload:
     options: RuntimeOptions
     namespace: str
     metrics: bool
+    env_file: str | None
 
 
 def map_dataset(
@@ -88,8 +95,9 @@ def map_dataset(
         batch_size: Rows per batch; a batch's rows run concurrently in one actor.
         executor_options: ``address``/``namespace``/``runtime_env``/``num_cpus`` for
             ``ray.init``; ``worker_num_cpus`` (0.1), ``worker_resources``, ``env_vars``
-            (for the actors), ``limits_namespace``, ``metrics`` (True), ``max_inflight``,
-            ``max_concurrent``.
+            (for the actors; shown in Ray's logs), ``env_file`` (a NAME=VALUE file each actor
+            reads itself; keys stay out of Ray's logs), ``limits_namespace``, ``metrics``
+            (True), ``max_inflight``, ``max_concurrent``.
 
     Returns:
         A ``ray.data.Dataset`` with the input columns and ``output``, ``error``,
@@ -131,7 +139,7 @@ def map_dataset(
         module=pipeline, graph=graph, resources=settings.resources, mapping=mapping,
         options=RuntimeOptions.from_settings(settings, workers=count),
         namespace=hold_cluster_resources(settings.resources, graph.aliases(), options),
-        metrics=bool(options.get("metrics", True)),
+        metrics=bool(options.get("metrics", True)), env_file=options.get("env_file"),
     )
     extra: dict[str, Any] = {}
     if options.get("worker_resources"):
@@ -155,14 +163,17 @@ class _PlaitBatchMapper:
         is_ref = isinstance(payload_or_ref, ray_any.ObjectRef)
         payload: _MapPayload = ray_any.get(payload_or_ref) if is_ref else payload_or_ref
         self._payload = payload
+        if payload.env_file:
+            load_env_file(payload.env_file)
         self._metrics = (RayMetricsSink(type(payload.module).__name__)
                          if payload.metrics else None)
         # Ray Data calls __call__ from one thread; one loop for the actor's life keeps the
         # HTTP clients (bound to their loop) reusable across batches.
         self._loop = asyncio.new_event_loop()
+        self._permits = ClosingPermits(leased_permit_factory(payload.namespace))
         self._runtime = WorkerRuntime(
             payload.module, payload.graph, payload.resources, options=payload.options,
-            events=self._metrics, permit_factory=leased_permit_factory(payload.namespace),
+            events=self._metrics, permit_factory=self._permits,
             client_factory=replica_client_factory())
         self._loop.run_until_complete(self._runtime.start())  # a missing key fails here
 
@@ -184,6 +195,7 @@ class _PlaitBatchMapper:
             return
         try:
             loop.run_until_complete(self._runtime.aclose())
+            loop.run_until_complete(self._permits.aclose())
             if self._metrics is not None:
                 self._metrics.flush()
         finally:

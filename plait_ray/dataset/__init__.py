@@ -10,6 +10,8 @@ directory skips committed rows, so every input row ends up in the output exactly
 
 from __future__ import annotations
 
+import itertools
+import math
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,7 +23,6 @@ from plait.errors import ConfigError
 from plait.execution.checkpointing import pipeline_hash
 from plait.execution.settings import resolve_settings
 from plait.io import (
-    Chunk,
     ChunkStats,
     DatasetSummary,
     OutputDir,
@@ -36,7 +37,7 @@ from plait.profiling.progress import make_progress
 from plait.profiling.trace import TraceProfiler
 from plait_ray._ray_init import ensure_ray
 from plait_ray.cluster_resources import hold_cluster_resources
-from plait_ray.dataset._driver import Fleet, drive
+from plait_ray.dataset._driver import Fleet, PartRetry, Work, drive
 from plait_ray.dataset._sources import RayDataSource, open_ray_source
 from plait_ray.dataset._worker import ChunkDone, DatasetPayload
 from plait_ray.runtime import RuntimeOptions, merge_stats
@@ -48,8 +49,10 @@ _OPTIONS = {
     "address", "namespace", "runtime_env", "num_cpus",  # ray.init (see _ray_init)
     "worker_num_cpus", "worker_resources", "scheduling_strategy", "env_vars",
     "max_chunks_in_flight", "limits_namespace", "metrics", "worker_start_timeout_s",
-    "max_inflight", "max_concurrent",
+    "max_inflight", "max_concurrent", "env_file",
 }
+_MAX_CHUNK = 1000
+_CHUNKS_PER_WORKER = 4  # enough chunks that every worker gets some and commits come often
 
 
 def run_dataset(
@@ -61,7 +64,8 @@ def run_dataset(
     columns: Mapping[str, str] | None = None,
     checkpoint: bool = True,
     resume: ResumeMode = "auto",
-    rows_per_chunk: int = 1000,
+    retry_failed: bool = True,
+    rows_per_chunk: int | None = None,
     workers: int | None = None,
     progress: bool | None = None,
     profile: str | Path | None = None,
@@ -79,14 +83,19 @@ def run_dataset(
         checkpoint: Resume from the parts already in ``output``; False starts over.
         resume: "auto" resumes only the same pipeline and source, "force" resumes anyway,
             "fresh" deletes earlier parts.
-        rows_per_chunk: Rows per worker call and per committed part file.
+        retry_failed: On resume, run the failed rows of committed parts again (their parts
+            are rewritten in place); False keeps them as they are.
+        rows_per_chunk: Rows per worker call and per committed part file (default: about
+            four chunks per worker, at most 1000 rows; 256 when the size is unknown).
         workers: Worker actors (default: the cluster's CPUs, 1 to 4).
         progress: Show a progress bar (None: in terminals and notebooks).
         profile: Write a Chrome trace of the run here (events are shipped to the driver).
         executor_options: ``address``/``namespace``/``runtime_env``/``num_cpus`` for
             ``ray.init``; ``worker_num_cpus`` (0.1), ``worker_resources``,
-            ``scheduling_strategy`` ("SPREAD"), ``env_vars`` (for the workers, e.g. key
-            variables), ``max_chunks_in_flight`` (2 per worker), ``limits_namespace``,
+            ``scheduling_strategy`` ("SPREAD"), ``env_vars`` (for the workers; values show
+            in Ray's runtime_env_agent logs and dashboard), ``env_file`` (a NAME=VALUE file
+            each worker reads itself, e.g. a mounted secret: keys stay out of Ray's logs),
+            ``max_chunks_in_flight`` (2 per worker), ``limits_namespace``,
             ``metrics`` (True), ``worker_start_timeout_s`` (120), ``max_inflight``,
             ``max_concurrent``.
 
@@ -109,8 +118,10 @@ def run_dataset(
     if unknown:
         raise ConfigError(f"Unknown executor_options {unknown} for run_dataset. Valid: "
                           f"{sorted(_OPTIONS)}.")
-    if rows_per_chunk < 1:
-        raise ConfigError(f"rows_per_chunk must be >= 1, got {rows_per_chunk}.")
+    if rows_per_chunk is not None and rows_per_chunk < 1:
+        raise ConfigError(f"rows_per_chunk must be >= 1, got {rows_per_chunk}: pass a "
+                          "positive number of rows per committed part, or None to size it "
+                          "from the dataset and workers.")
     ensure_ray(options)
     overrides: dict[str, Any] = {k: options[k] for k in ("max_inflight", "max_concurrent")
                                  if options.get(k) is not None}
@@ -128,12 +139,15 @@ def run_dataset(
     count = workers or _default_workers()
     if count < 1:
         raise ConfigError(f"workers must be >= 1, got {count}.")
+    chunk_rows_ = rows_per_chunk or _chunk_size(src.total, count)
+    retries = _failed_parts(out) if retry_failed else []
     payload = DatasetPayload(
         module=pipeline, graph=graph, resources=settings.resources, mapping=mapping,
         output=out.path, options=RuntimeOptions.from_settings(settings, workers=count),
         workers=count,
         namespace=hold_cluster_resources(settings.resources, graph.aliases(), options),
         metrics=bool(options.get("metrics", True)), collect_events=profile is not None,
+        env_file=options.get("env_file"),
     )
     payload_ref: Any = ray.put(payload)  # pyright: ignore[reportUnknownMemberType]
     fleet = Fleet(payload_ref, count, _actor_options(options),
@@ -141,21 +155,33 @@ def run_dataset(
     profiler = TraceProfiler() if profile is not None else None
     ran = ChunkStats()
     bar = make_progress(src.total, progress, f"{type(pipeline).__name__} rows")
-    bar.update(sum(hi - lo for lo, hi in committed))
+    bar.update(sum(hi - lo for lo, hi in committed) - sum(n for _, n in retries))
+    shown = [0, 0]  # rows this call counted on the bar: succeeded, failed
 
-    def on_done(chunk: Chunk, done: ChunkDone) -> None:
-        if not done.stats.skipped:
+    def on_rows(ok: int, failed: int) -> None:
+        if ok > shown[0]:
+            bar.update(ok - shown[0])
+            shown[0] = ok
+        if failed > shown[1]:
+            bar.update(failed - shown[1], failed=True)
+            shown[1] = failed
+
+    def on_done(_work: Work, done: ChunkDone) -> None:
+        if done.stats.skipped:
+            bar.update(done.stats.rows)  # committed by a worker that died: not polled
+        else:
             ran.add(done.stats)
         if profiler is not None:
             profiler.extend(done.events)
-        bar.update(done.stats.rows - done.stats.errors)
-        if done.stats.errors:
-            bar.update(done.stats.errors, failed=True)
 
     stats: list[dict[str, dict[str, Any]]] = []
     try:
-        chunks = iter_chunks(src.batches(rows_per_chunk), rows_per_chunk, committed)
-        drive(chunks, fleet, int(options.get("max_chunks_in_flight", 2 * count)), on_done)
+        work: itertools.chain[Work] = itertools.chain(
+            (part for part, _ in retries),
+            iter_chunks(src.batches(chunk_rows_), chunk_rows_, committed))
+        drive(work, fleet, int(options.get("max_chunks_in_flight", 2 * count)), on_done,
+              on_rows)
+        on_rows(*fleet.poll_rows())
     finally:
         bar.close()
         stats = fleet.close()
@@ -165,6 +191,27 @@ def run_dataset(
     total = out.committed_stats()
     return DatasetSummary(total.rows, total.errors, total.input_tokens, total.output_tokens,
                           cost, time.perf_counter() - started, out.path, ran.rows)
+
+
+def _chunk_size(total: int | None, workers: int) -> int:
+    """Rows per chunk: about four per worker, at most 1000.
+
+    So every worker has work and commits come often: 500 rows on 2 workers commit every 63.
+    """
+    if total is None:
+        return 256
+    return max(1, min(_MAX_CHUNK, math.ceil(total / (workers * _CHUNKS_PER_WORKER))))
+
+
+def _failed_parts(out: OutputDir) -> list[tuple[PartRetry, int]]:
+    """Committed parts holding failed rows, with their failed-row counts (from footers)."""
+    failed: list[tuple[PartRetry, int]] = []
+    for path in out.part_paths():
+        errors = out.part_stats(path).errors
+        if errors:
+            start, end = (int(x) for x in path.stem.split("-")[1:3])
+            failed.append((PartRetry(start, end), errors))
+    return failed
 
 
 def _default_workers() -> int:

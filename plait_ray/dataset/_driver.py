@@ -9,6 +9,7 @@ the dead worker had already committed is recognised by its part file and not pai
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
@@ -16,14 +17,27 @@ from dataclasses import dataclass
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
-from plait.errors import PlaitError
+from plait.errors import MissingAPIKeyError, PlaitError
 from plait.io import Chunk
 from plait_ray.dataset._worker import ChunkDone, DatasetWorker
 from plait_ray.worker import WorkerLostError
 
-__all__ = ["Fleet", "drive"]
+__all__ = ["Fleet", "PartRetry", "Work", "drive"]
+
+_POLL_S = 0.5  # how often the driver asks the workers for their row counts
+
+
+@dataclass(frozen=True)
+class PartRetry:
+    """Rerun the failed rows of the committed part [start, end) (a resumed run)."""
+
+    start: int
+    end: int
+
+
+Work = Chunk | PartRetry
 
 _ray: Any = ray  # Ray's object-ref API is only partly typed
 
@@ -31,6 +45,7 @@ _ray: Any = ray  # Ray's object-ref API is only partly typed
 @dataclass
 class _Worker:
     handle: Any
+    index: int
     load: int = 0
 
 
@@ -56,6 +71,7 @@ class Fleet:
         # Replacements are bounded so a worker that always dies cannot loop forever.
         self._budget = 3 * count + 2
         self.lost = 0
+        self.rows: dict[int, tuple[int, int]] = {}  # worker index -> (succeeded, failed)
         for _ in range(count):
             self._spawn()
 
@@ -64,7 +80,7 @@ class Fleet:
             return
         handle = self._actor.options(**self._options).remote(self._payload, self._spawned)
         self._spawned += 1
-        self.starting[handle.ready.remote()] = _Worker(handle)
+        self.starting[handle.ready.remote()] = _Worker(handle, self._spawned - 1)
 
     def started(self, ref: Any) -> None:
         """A worker's ``ready`` call finished: it joins the live set, or is replaced.
@@ -82,10 +98,24 @@ class Fleet:
             return
         except RayTaskError as exc:
             cause = exc.cause
+            if isinstance(cause, MissingAPIKeyError):
+                raise _key_missing_on_workers(cause) from None
             if isinstance(cause, PlaitError):
                 raise cause from None
             raise
         self.live.append(worker)
+
+    def poll_rows(self) -> tuple[int, int]:
+        """Ask every live worker for its row counts; return (succeeded, failed) of all."""
+        refs = {w.handle.rows_done.remote(): w for w in self.live}
+        ready, _ = _ray.wait(list(refs), num_returns=len(refs), timeout=5.0)
+        for ref in ready:
+            try:
+                self.rows[refs[ref].index] = _ray.get(ref)
+            except (RayActorError, RayTaskError, GetTimeoutError):
+                continue
+        return (sum(ok for ok, _ in self.rows.values()),
+                sum(bad for _, bad in self.rows.values()))
 
     def pick(self) -> _Worker:
         """The live worker with the fewest chunks in flight."""
@@ -117,20 +147,28 @@ class Fleet:
         return stats
 
 
-def drive(chunks: Iterator[Chunk], fleet: Fleet, max_in_flight: int,
-          on_done: Callable[[Chunk, ChunkDone], None]) -> None:
+def drive(chunks: Iterator[Work], fleet: Fleet, max_in_flight: int,
+          on_done: Callable[[Work, ChunkDone], None],
+          on_rows: Callable[[int, int], None] | None = None) -> None:
     """Run every chunk on the fleet; call ``on_done`` as each one is committed.
+
+    ``on_rows(succeeded, failed)`` gets the rows the workers have finished so far, polled
+    about every half second, so a progress bar moves per row rather than per chunk.
 
     Raises:
         WorkerLostError: No worker is alive and none started within the fleet's timeout.
         PlaitError: A worker failed for a reason other than a row (e.g. the output is not
             writable); row failures are in the output instead.
     """
-    pending: dict[Any, tuple[Chunk, _Worker]] = {}
-    retry: deque[Chunk] = deque()
+    pending: dict[Any, tuple[Work, _Worker]] = {}
+    retry: deque[Work] = deque()
     exhausted = False
     idle_since: float | None = None
+    polled = time.monotonic()
     while True:
+        if on_rows is not None and time.monotonic() - polled >= _POLL_S:
+            on_rows(*fleet.poll_rows())
+            polled = time.monotonic()
         while fleet.live and len(pending) < max_in_flight:
             chunk = retry.popleft() if retry else None if exhausted else next(chunks, None)
             if chunk is None:
@@ -138,13 +176,15 @@ def drive(chunks: Iterator[Chunk], fleet: Fleet, max_in_flight: int,
                 break
             worker = fleet.pick()
             worker.load += 1
-            pending[worker.handle.run_chunk.remote(chunk)] = (chunk, worker)
+            ref = (worker.handle.retry_part.remote(chunk.start, chunk.end)
+                   if isinstance(chunk, PartRetry) else worker.handle.run_chunk.remote(chunk))
+            pending[ref] = (chunk, worker)
         if exhausted and not pending and not retry:
             return
         waitable = [*pending, *fleet.starting]
         if not waitable:
             raise WorkerLostError(_lost_message(fleet))
-        ready, _ = _ray.wait(waitable, num_returns=1, timeout=1.0)
+        ready, _ = _ray.wait(waitable, num_returns=1, timeout=_POLL_S)
         if not ready:
             if pending:
                 idle_since = None
@@ -171,6 +211,20 @@ def drive(chunks: Iterator[Chunk], fleet: Fleet, max_in_flight: int,
                 raise cause from None
             raise
         on_done(chunk, done)
+
+
+def _key_missing_on_workers(exc: MissingAPIKeyError) -> MissingAPIKeyError:
+    name = getattr(exc, "env_var", None) or "the key variable"
+    here = ("It is set in this driver's environment, but" if name in os.environ else
+            "It is not set here either, and")
+    exc.args = (
+        f"{exc.args[0]} -- it is missing on the Ray workers. {here} keys are never shipped "
+        f"to workers. Give it to them with executor_options={{'env_file': PATH}} (CLI: "
+        f"--env-file PATH; a file every node can read, whose values stay out of Ray's logs), "
+        f"or {{'env_vars': {{'{name}': ...}}}} (CLI: --env {name}; shown in plain text in "
+        "Ray's runtime_env_agent logs and dashboard), or set it in the cluster nodes' "
+        "environment.",)
+    return exc
 
 
 def _lost_message(fleet: Fleet) -> str:

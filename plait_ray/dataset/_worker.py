@@ -4,17 +4,36 @@ A worker writes the part file it produced, so results never travel back through 
 (the driver's memory stays flat) and a chunk is committed exactly when its rows are paid for.
 Before running a chunk the worker checks whether its part already exists (the chunk was
 committed by a worker that died before reporting), so a redone chunk costs nothing twice.
+
+A resumed run retries the failed rows of a committed part (``retry_part``): the part holds
+every input column, so only its failed rows run again and the part is rewritten in place,
+atomically, with the rows that succeeded before kept as they were.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from plait.events import Event, EventSink
-from plait.io import Chunk, ChunkStats, ColumnMap, OutputDir, chunk_result, chunk_rows
+from plait.execution.contract import Row
+from plait.execution.results import RowResult
+from plait.io import (
+    RESULT_COLUMNS,
+    Chunk,
+    ChunkStats,
+    ColumnMap,
+    OutputDir,
+    chunk_result,
+    chunk_rows,
+    result_table,
+)
+from plait.io._arrow import pa, pq
+from plait_ray.dataset._env_file import load_env_file
 from plait_ray.limits import leased_permit_factory
 from plait_ray.metrics import RayMetricsSink
 from plait_ray.replica_client import replica_client_factory
@@ -23,9 +42,13 @@ from plait_ray.runtime import EventCollector, RuntimeOptions, WorkerRuntime
 if TYPE_CHECKING:
     from plait.graph import InferenceGraph
     from plait.module import Module
-    from plait.resources.config import ResourceConfig
+    from plait.resources.config import EndpointConfig, ResourceConfig
+    from plait.resources.manager import PermitFactory
+    from plait.resources.permits import PermitSource
 
-__all__ = ["ChunkDone", "DatasetPayload", "DatasetWorker"]
+__all__ = ["ChunkDone", "ClosingPermits", "DatasetPayload", "DatasetWorker"]
+
+pc: Any = importlib.import_module("pyarrow.compute")
 
 
 @dataclass
@@ -63,21 +86,51 @@ class DatasetPayload:
     namespace: str = "plait"
     metrics: bool = True
     collect_events: bool = False
+    env_file: str | None = None
+
+
+class ClosingPermits:
+    """A permit factory that remembers its sources, so closing ends their background syncs.
+
+    A leased permit source keeps a sync task running; left pending when the actor exits, it
+    prints "Task was destroyed but it is pending" and "Event loop is closed".
+    """
+
+    def __init__(self, factory: PermitFactory) -> None:
+        self._factory = factory
+        self._sources: list[PermitSource] = []
+
+    def __call__(self, alias: str, config: EndpointConfig) -> PermitSource:
+        source = self._factory(alias, config)
+        self._sources.append(source)
+        return source
+
+    async def aclose(self) -> None:
+        """Close every source made so far (ending its lease and sync task)."""
+        sources, self._sources = self._sources, []
+        for source in sources:
+            close: Any = getattr(source, "aclose", None)
+            if close is not None:
+                await close()
 
 
 class DatasetWorker:
     """The body of a dataset worker actor (an async actor: chunks overlap in one loop)."""
 
     def __init__(self, payload: DatasetPayload, index: int) -> None:
+        if payload.env_file:
+            load_env_file(payload.env_file)  # before the runtime reads the keys
         self._metrics = (RayMetricsSink(type(payload.module).__name__)
                          if payload.metrics else None)
         self._collector = EventCollector() if payload.collect_events else None
+        self._permits = ClosingPermits(leased_permit_factory(payload.namespace))
         self._runtime = WorkerRuntime(payload.module, payload.graph, payload.resources,
                                       options=payload.options, events=self._sink(),
-                                      permit_factory=leased_permit_factory(payload.namespace),
+                                      permit_factory=self._permits,
                                       client_factory=replica_client_factory())
         self._mapping = payload.mapping
         self._out = OutputDir(payload.output)
+        self._rows_done = [0, 0]  # succeeded, failed
 
     def _sink(self) -> EventSink | None:
         metrics, collector = self._metrics, self._collector
@@ -106,13 +159,56 @@ class DatasetWorker:
             stats = await asyncio.to_thread(self._out.part_stats, path)
             stats.skipped = True
             return ChunkDone(stats)
-        results = await self._runtime.run_rows(chunk_rows(chunk, self._mapping))
+        results = await self._run(chunk_rows(chunk, self._mapping))
         by_id = {r.index: r for r in results}
         stats = await asyncio.to_thread(chunk_result, chunk, by_id, self._out)
         if self._metrics is not None:
             self._metrics.rows_finished(stats.rows - stats.errors, stats.errors)
         # Events of overlapping chunks are drained together; the trace only needs them all.
         return ChunkDone(stats, self._collector.drain() if self._collector is not None else [])
+
+    async def retry_part(self, start: int, end: int) -> ChunkDone:
+        """Run the failed rows of the committed part [start, end) again; rewrite the part.
+
+        Returns:
+            The rewritten part's counts; ``rows`` counts only the rows run again.
+        """
+        path = self._out.part_path(start, end)
+        table: Any = await asyncio.to_thread(pq.read_table, path)
+        table = table.replace_schema_metadata(None)
+        failed = [i for i, e in enumerate(table.column("error").to_pylist()) if e is not None]
+        if not failed:
+            return ChunkDone(ChunkStats(skipped=True))
+        inputs = table.drop_columns(list(RESULT_COLUMNS)).take(failed)
+        row_ids = [start + i for i in failed]
+        rows = [(row_id, args, kwargs) for row_id, (_, args, kwargs)
+                in zip(row_ids, chunk_rows(Chunk(0, inputs), self._mapping), strict=True)]
+        results = await self._run(rows)
+        retried = result_table(inputs, row_ids, {r.index: r for r in results})
+        kept = table.filter(pc.is_null(table.column("error")))
+        merged = pa.concat_tables([kept, retried], promote_options="permissive")
+        merged = merged.sort_by("row_id")
+        stats = _table_stats(merged)
+        await asyncio.to_thread(self._out.write_part, start, end, merged, stats)
+        errors = sum(r.error is not None for r in results)
+        if self._metrics is not None:
+            self._metrics.rows_finished(len(results) - errors, errors)
+        events = self._collector.drain() if self._collector is not None else []
+        return ChunkDone(ChunkStats(rows=len(results), errors=errors), events)
+
+    async def _run(self, rows: Sequence[Row]) -> list[RowResult]:
+        """Run rows concurrently, counting each as it finishes (for the driver's progress)."""
+
+        async def one(row: Row) -> RowResult:
+            result = await self._runtime.run_row(row)
+            self._rows_done[result.error is not None] += 1
+            return result
+
+        return list(await asyncio.gather(*(one(r) for r in rows)))
+
+    def rows_done(self) -> tuple[int, int]:
+        """(succeeded, failed) rows finished so far; the driver polls it for its progress."""
+        return self._rows_done[0], self._rows_done[1]
 
     def stats(self) -> dict[str, dict[str, Any]]:
         """Per-alias request statistics of this worker (for the run's cost)."""
@@ -124,4 +220,13 @@ class DatasetWorker:
         """Flush metrics, close the clients and return the final statistics."""
         stats = self.stats()
         await self._runtime.aclose()
+        await self._permits.aclose()
         return stats
+
+
+def _table_stats(table: Any) -> ChunkStats:
+    errors = table.column("error").null_count
+    return ChunkStats(rows=table.num_rows, errors=table.num_rows - errors,
+                      input_tokens=int(pc.sum(table.column("input_tokens")).as_py() or 0),
+                      output_tokens=int(pc.sum(table.column("output_tokens")).as_py()
+                                        or 0))
