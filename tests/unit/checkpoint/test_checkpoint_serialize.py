@@ -79,12 +79,12 @@ def test_pydantic_tag_names_the_class():
 
 def test_undeclared_model_raises_naming_it():
     data = {"__pydantic__": "no_such_module_xyz:Gone", "data": {}}
-    with pytest.raises(CheckpointError, match="no_such_module_xyz:Gone.*does not declare"):
+    with pytest.raises(CheckpointError, match=r"no_such_module_xyz:Gone.*does not declare"):
         from_jsonable(data, MODELS)
     with pytest.raises(CheckpointError, match="Missing"):
         from_jsonable({"__pydantic__": f"{__name__}:Missing", "data": {}}, MODELS)
     # Without a registry no model is rebuilt, even an importable one.
-    with pytest.raises(CheckpointError, match="Verdict.*declared: none"):
+    with pytest.raises(CheckpointError, match=r"Verdict.*declared: none"):
         from_jsonable(to_jsonable(Verdict(label="a", score=1.0)))
 
 
