@@ -7,8 +7,9 @@ Layout of a checkpoint directory:
 
 ```
 manifest.json                    graph_hash, input_fingerprint, plait_version, created_at,
-                                 format_version; written atomically
-part-<writer>-<seq>.arrow        one Arrow IPC segment per flush of one writer (see _files.py)
+                                 format_version, checkpoint_id; written atomically
+part-<writer>-<seq>.arrow        one Arrow IPC segment per flush of one writer (see _files.py),
+                                 with a checksum and the manifest's checkpoint_id
 .part-...arrow.tmp-<random>      an interrupted write; never read, removed by resume="fresh"
 ```
 
@@ -28,12 +29,26 @@ committed it) the first committed record wins, so every row is returned exactly 
 Only the driver may open with ``resume="fresh"``; workers open the prepared directory with
 ``resume="auto"`` (``open(load=False)`` when the driver tells them which rows to skip).
 
+Rows and inputs. Every record carries the hash of its row's inputs (:func:`row_hash`); a
+stored result or node serves a row only when the row's current inputs hash the same, so a
+checkpoint never returns an output computed from other inputs. Streamed (generator) rows are
+hashed as they are read; the manifest then says ``input_fingerprint="stream"``.
+
 Resuming. ``open()`` compares the manifest with the run's graph hash and input fingerprint:
 
 - ``resume="auto"`` (default): resume when both match; otherwise raise
   :class:`~plait.errors.CheckpointError` saying what changed and offering the two options below.
-- ``resume="force"``: resume anyway and adopt the new hash/fingerprint in the manifest.
+  A streamed row whose inputs differ from the stored ones raises the same way, when it is read.
+- ``resume="force"``: resume anyway and adopt the new hash/fingerprint in the manifest. A row's
+  stored output and nodes are reused only where that row's inputs match; other rows run again.
+  Only rows of the current run are ever returned.
 - ``resume="fresh"``: delete the old records (only plait's own files) and start over.
+
+Trust. Loading never runs code: values are JSON, pydantic models are rebuilt only as classes
+passed in ``models`` (the pipeline's own), and nothing named in a file is imported. A segment
+that is truncated, edited (checksum), or copied from another checkpoint (checkpoint_id), a
+manifest that is not plait's, or a value that is not plait's JSON raises ``CheckpointError``
+naming the file, with the choices: delete that file, or ``resume="fresh"``.
 
 After ``open()``, ``is_row_done(row_id)`` says which rows to skip, ``completed_rows()`` gives
 their outputs and usage (read lazily from disk; memory on load is O(completed row ids)), and
@@ -48,7 +63,7 @@ Checkpoints hold only the values given to them (outputs, node values, token coun
 never sees endpoint configs, so API keys and headers cannot reach its files.
 """
 
-from plait.checkpoint._manifest import Manifest, fingerprint_inputs, plait_version
+from plait.checkpoint._manifest import Manifest, fingerprint_inputs, plait_version, row_hash
 from plait.checkpoint._state import RowRecord
 from plait.checkpoint._store import CheckpointStore, ResumeMode
 
@@ -59,4 +74,5 @@ __all__ = [
     "RowRecord",
     "fingerprint_inputs",
     "plait_version",
+    "row_hash",
 ]
