@@ -25,6 +25,7 @@ from plait.graph import FormatField, GraphNode, InferenceGraph, NodeKind, Ref, i
 from plait.tracing.compare import WHAT_TO_DO, check_same_graph
 from plait.tracing.context import reset_active_tracer, set_active_tracer, user_source_location
 from plait.tracing.encoding import Encoding, compact, looks_like_placeholder, wide
+from plait.tracing.guard import watching_strings
 from plait.tracing.proxy import Proxy
 from plait.tracing.signature import check_call_fits, positional_names
 from plait.tracing.text import TracedText
@@ -82,10 +83,11 @@ class Tracer:
         input_ids = list(self.nodes)
         token = set_active_tracer(self)
         try:
-            if self.is_leaf_module(self.root):  # a leaf (e.g. an LLMInference) called alone
-                result = self.call_module(self.root, tuple(args), kwargs)
-            else:
-                result = self._run_forward(self.root, args, kwargs)
+            with watching_strings(self.encoding.prefix):
+                if self.is_leaf_module(self.root):  # a leaf (e.g. an LLMInference) called alone
+                    result = self.call_module(self.root, tuple(args), kwargs)
+                else:
+                    result = self._run_forward(self.root, args, kwargs)
             if result is None:
                 raise TraceError(
                     f"{type(self.root).__name__}.forward() returned None. Return the value the "

@@ -146,3 +146,45 @@ def test_literals_in_forward_may_contain_private_use_characters(
     same_as_python: SameAsPython,
 ) -> None:
     same_as_python(lambda self, t: self.llm(f"\ue000 icon \ue001: {t} \ue0002\ue001"), "x")
+
+
+# --- built-in methods on strings that hold a value among other text -----------------------
+@pytest.mark.parametrize(
+    ("body", "method"),
+    [
+        (lambda self, t: self.llm(f"Q: {t}".replace("beta", "BETA")), ".replace()"),
+        (lambda self, t: self.llm(f"{f'Q: {t}'.count('ab')}"), ".count()"),
+        (lambda self, t: self.llm(t) if f"Q: {t}".startswith("Q: Al") else t, ".startswith()"),
+        (lambda self, t: self.llm(f"Q: {t}".partition("beta")[0]), ".partition()"),
+        (lambda self, t: self.llm(f"Q: {t}".removesuffix("delta.")), ".removesuffix()"),
+        (lambda self, t: self.llm(textwrap.shorten(f"Q: {t}", 40)), "textwrap.py:"),
+    ],
+    ids=["replace-word", "count", "startswith", "partition", "removesuffix", "in-a-library"],
+)
+def test_methods_on_strings_holding_a_value_raise_before_running(
+    body: Any, method: str, same_as_python: SameAsPython
+) -> None:
+    _raises(body, same_as_python, method, "leaf module")
+
+
+def test_joining_strings_that_hold_values_is_exact(same_as_python: SameAsPython) -> None:
+    same_as_python(lambda self, t: self.llm(f"[{t}]".join(["a", f"<{t}>", "b"])), DOC)
+    same_as_python(lambda self, t: self.llm(", ".join([f"Q: {t}", f"{self.llm(t)}"])), "x")
+
+
+def test_another_active_profiler_is_left_alone(same_as_python: SameAsPython) -> None:
+    import sys
+
+    calls: list[str] = []
+
+    def profiler(frame: Any, event: str, arg: Any) -> None:
+        calls.append(event)
+
+    sys.setprofile(profiler)
+    try:
+        # Without the hook, the comparison of the two traces still refuses changed text.
+        with pytest.raises(TraceError, match=r"cut or changed|different graph"):
+            same_as_python(lambda self, t: self.llm(f"Q: {t}".replace(",", ";")), DOC)
+    finally:
+        sys.setprofile(None)
+    assert calls  # it kept running throughout

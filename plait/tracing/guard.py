@@ -1,0 +1,79 @@
+"""Catching str methods called on strings that hold a placeholder, while forward() is traced.
+
+``f"Q: {t}".replace("foo", "bar")`` is a plain ``str`` (Python builds f-strings itself), so
+the tracer cannot record the call; it would run once, on the placeholder, and silently do
+nothing to the real text. While forward() runs, a profile hook sees every call of a built-in
+method: one made from user code on a string that holds a placeholder of this trace raises a
+``TraceError`` at that line, before the method runs.
+
+The hook is only installed when no other profiler is active (``sys.getprofile()`` is None), so
+tracing never disturbs cProfile and friends; the two-encoding comparison still applies then.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import sysconfig
+from collections.abc import Callable, Generator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any
+
+from plait.errors import TraceError
+
+__all__ = ["watching_strings"]
+
+_PLAIT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+# Library code (stdlib, installed packages) is skipped when naming the user's line.
+_LIBRARIES = tuple({os.path.abspath(sysconfig.get_paths()[key]) + os.sep
+                    for key in ("stdlib", "platstdlib", "purelib", "platlib")})
+# Methods that keep every placeholder whole, so the recorded graph is exact.
+_SAFE = frozenset({"join", "__str__", "__add__", "__mul__", "__rmul__", "__getnewargs__",
+                   "__sizeof__", "__reduce__", "__reduce_ex__"})
+
+
+@contextmanager
+def watching_strings(prefix: str) -> Generator[None]:
+    """Refuse built-in methods called from user code on strings containing ``prefix``."""
+    if sys.getprofile() is not None:
+        yield
+        return
+
+    def hook(frame: FrameType, event: str, arg: Any) -> None:
+        if event != "c_call":
+            return
+        owner = getattr(arg, "__self__", None)
+        if not isinstance(owner, str) or str.find(owner, prefix) < 0:
+            return
+        name: str = getattr(arg, "__name__", "?")
+        if name in _SAFE or frame.f_code.co_filename.startswith(_PLAIT_DIR):
+            return
+        raise TraceError(
+            f"Cannot call .{name}() on a string that contains a traced value in forward() "
+            f"({_where(frame)}): it would run once, on a placeholder, not on each row's text. "
+            "Apply it to the value itself, which records it in the graph (t.replace('a', 'b'), "
+            "f\"{t}\".split(',')), use a plait.functional op (F.render, F.strip, F.upper, ...), "
+            "or do it in a leaf module (a Module with `leaf = True` runs its forward() on real "
+            "values)."
+        )
+
+    installed: Callable[..., Any] = hook
+    sys.setprofile(installed)
+    try:
+        yield
+    finally:
+        sys.setprofile(None)
+
+
+def _where(frame: FrameType) -> str:
+    """``file.py:line`` of the call, and of the user's line when the call is in a library."""
+    here = f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}"
+    outer: FrameType | None = frame
+    while outer is not None:
+        filename = os.path.abspath(outer.f_code.co_filename)
+        if not filename.startswith((*_LIBRARIES, _PLAIT_DIR)):
+            user = f"{os.path.basename(filename)}:{outer.f_lineno}"
+            return here if user == here else f"{user}, in {here}"
+        outer = outer.f_back
+    return here
