@@ -2,14 +2,14 @@
 
 A recognisable fake key (``sk-PLAIT-CANARY-<random hex>``) lives only in the environment
 variable an endpoint's ``api_key_env`` names, and the loopback server requires it, so every
-call really authenticates with it. Runs with checkpoints, traces, 429 and 400 faults (whose
-error bodies become error messages) and Python logging at DEBUG go through the local
-executor, the Ray executor (batches on worker actors and a single call lowered to tasks) and
-``run_dataset`` (Parquet). Then every file written is scanned for the key: checkpoints,
-Parquet, traces, the log file, and the whole Ray session directory (logs, GCS and dashboard
-state, runtime_env files). Also scanned: every object the driver sent to Ray or got back
-from it (captured in Ray's serializer), the Ray state API (what the dashboard shows), and
-the errors the runs raised.
+call really authenticates with it. Runs with checkpoints, traces, 429 and 401 "echo_key"
+faults (whose error bodies quote the key and become error messages) and Python logging at
+DEBUG go through the local executor, the Ray executor (batches on worker actors and a single
+call lowered to tasks) and ``run_dataset`` (Parquet). Then every file written is scanned for
+the key: checkpoints, Parquet, traces, the log file, and the whole Ray session directory
+(logs, GCS and dashboard state, runtime_env files). Also scanned: every object the driver
+sent to Ray or got back from it (captured in Ray's serializer), the Ray state API (what the
+dashboard shows), and the errors the runs raised.
 
 Forms looked for: the key's random part as text, the whole key hex-encoded, and the key
 base64-encoded at each of the three byte alignments (standard and URL-safe alphabets).
@@ -172,9 +172,13 @@ def resources_for(server: ThreadedServer) -> ResourceConfig:
 
 
 def arm_faults(server: ThreadedServer) -> None:
-    """A 429 (retried) and a 400 on one row's judge call (its error body is in the message)."""
+    """A 429 (retried) and, on one row's judge call, a 401 whose error body quotes the key.
+
+    The body becomes the error message, so the key reaches every place a row's error is
+    recorded unless it is masked (``plait.clients._redact``).
+    """
     server.configure(faults=[Fault("429", retry_after=0.01), Fault("429", retry_after=0.01),
-                             Fault("400", model="m-b", match="text 7")])
+                             Fault("echo_key", model="m-b", match="text 7")])
 
 
 class _DebugLog:
@@ -312,8 +316,8 @@ def _ray_runs(server: ThreadedServer, out: Path) -> list[BaseException]:
                       profile_path=out / "ray-trace.json")
         errors.append(info.value)
         assert sorted(info.value.failures) == [7]
-        # A single call: LLM nodes lowered to Ray tasks; its 400 comes back as a task error.
-        server.configure(faults=[Fault("400", model="m-a")])
+        # A single call: LLM nodes lowered to Ray tasks; its 401 comes back as a task error.
+        server.configure(faults=[Fault("echo_key", model="m-a")])
         with pytest.raises(NodeExecutionError) as single:
             await run(TwoCalls(), "one", resources=resources, executor="ray",
                       profile_path=out / "ray-single-trace.json")
@@ -332,7 +336,8 @@ def _ray_runs(server: ThreadedServer, out: Path) -> list[BaseException]:
     server.configure(faults=[])
     assert (summary.rows, summary.errors) == (len(ROWS), 1)
     messages = [m for m in read_output(out / "dataset").column("error").to_pylist() if m]
-    assert messages and "HTTP 400" in messages[0]  # the error body made it into the output
+    assert messages and "HTTP 401" in messages[0]  # the error body made it into the output
+    assert "Bearer ***" in messages[0]  # ... with the echoed key masked
     return errors
 
 
@@ -363,7 +368,8 @@ def test_local_run_writes_and_raises_nothing_with_the_key(server: ThreadedServer
     server.reset_stats()
     with _DebugLog(tmp_path / "debug.log"):
         error = asyncio.run(asyncio.wait_for(body(), 30))
-    assert sorted(error.failures) == [7] and "HTTP 400" in str(error.failures[7])
+    assert sorted(error.failures) == [7] and "HTTP 401" in str(error.failures[7])
+    assert "Bearer ***" in str(error.failures[7])
     stats = server.stats()
     assert stats.total_requests >= 2 * len(ROWS) - 1  # every call authenticated: no 401s
     written = {p.name for p in tmp_path.rglob("*") if p.is_file()}
@@ -410,7 +416,7 @@ def test_ray_objects_and_dashboard_hold_no_key(ray_run: dict[str, Any]) -> None:
 
 
 def test_ray_run_errors_hold_no_key(ray_run: dict[str, Any]) -> None:
-    """Error messages built from 400 bodies, tracebacks and pickles of the raised errors."""
+    """Error messages built from key-echoing 401 bodies, tracebacks and pickles of the errors."""
     errors: list[BaseException] = ray_run["errors"]
     assert len(errors) == 2
     for error in errors:
