@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from plait.cli import main, parse_columns
+from plait.cli import main, parse_columns, parse_env
 from plait.errors import ConfigError
 from plait.io import read_output
 from plait.testing import LLMServer
@@ -85,3 +85,46 @@ def test_ray_executor_subprocess(project: tuple[Path, Any]) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     assert "rows:    30 in output" in done.stdout
     assert read_output(root / "out").column("row_id").to_pylist() == list(range(30))
+
+
+NEEDS_ARGS = textwrap.dedent("""
+    from plait import LLMInference, Module
+
+    class Tuned(Module):
+        def __init__(self, model, temperature=0.0):
+            super().__init__()
+            self.llm = LLMInference(alias=model)
+
+        def forward(self, text):
+            return self.llm(text)
+""")
+
+
+def test_class_needing_arguments_is_refused_with_the_fix(
+        project: tuple[Path, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    root, _ = project
+    (root / "tuned.py").write_text(NEEDS_ARGS)
+    args = _args(root)
+    args[1] = f"{root / 'tuned.py'}:Tuned"
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "Tuned.__init__ needs arguments (model)" in err
+    assert "pipeline = Tuned(model=...)" in err and "tuned.py:pipeline" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("flag", ["--rows-per-chunk", "--workers"])
+def test_zero_sizes_are_refused_naming_the_flag(project: tuple[Path, Any], flag: str,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    root, _ = project
+    args = [a for a in _args(root) if a not in ("--rows-per-chunk", "8")]
+    assert main([*args, flag, "0"]) == 2
+    err = capsys.readouterr().err
+    assert f"{flag} 0" in err and "leave it out" in err
+    assert not (root / "out").exists()  # refused before anything ran
+
+
+def test_env_names_must_be_set_to_be_copied() -> None:
+    assert parse_env(["A=1", "B"], {"B": "2"}) == {"A": "1", "B": "2"}
+    with pytest.raises(ConfigError, match="--env NOPE=VALUE"):
+        parse_env(["NOPE"], {})
