@@ -17,7 +17,14 @@ executor runs in this process too, before the cluster starts, on the same worklo
   ``rate_limit`` set 20% below the cap (target: zero 429s) and 50% above it (target: every
   row present, 429s < 5% of requests).
 
-Figures go to ``bench/results_ray.md`` (one section per part, replaced on each run).
+* ``cpu`` (issue 10): the 1,000-row fan-out of ``bench_fanout.py`` (50 ms, caps 32/8) on
+  a local Ray (one node, ``num_cpus=2``) beside the local executor, in the same run. CPU is
+  that of the whole process tree (driver + Ray's GCS, raylet, workers and limiter actors;
+  the loopback server excluded), so Ray's own processes count. Targets: Ray wall <= 1.2 x
+  the physical limit, Ray CPU <= 2 x local. Written to ``bench/RESULTS.md`` (section
+  ``ray_cpu``).
+
+Figures of ``fanout``/``rate`` go to ``bench/results_ray.md`` (one section per part).
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from common import (
     measure,
     server_settings,
     table,
+    write_section,
 )
 
 from plait.resources.config import ResourceConfig
@@ -412,6 +420,135 @@ def rate_report(runs: dict[str, list[Run]], rows: int, latency: float, cap_fast:
     return "\n".join(lines)
 
 
+# --- issue 10: CPU of a Ray run against the local executor ---------------------------------
+
+CPU_FAST, CPU_SMART = 32, 8
+
+
+class TreeCPU:
+    """User + sys CPU seconds of this process and its descendants (minus ``exclude``'s tree).
+
+    Ray's processes (GCS, raylet, workers, actors) are descendants of a driver that started
+    a local Ray, so their CPU counts; a process that ends during a measurement loses its
+    share (Ray's warm workers do not end).
+    """
+
+    def __init__(self, exclude: int | None) -> None:
+        import psutil
+
+        self._psutil = psutil
+        self.exclude = exclude
+
+    def snapshot(self) -> dict[int, float]:
+        psutil = self._psutil
+        me = psutil.Process()
+        skip: set[int] = set()
+        if self.exclude is not None:
+            try:
+                root = psutil.Process(self.exclude)
+                skip = {self.exclude, *(p.pid for p in root.children(recursive=True))}
+            except psutil.NoSuchProcess:
+                skip = {self.exclude}
+        out: dict[int, float] = {}
+        for proc in [me, *me.children(recursive=True)]:
+            if proc.pid in skip:
+                continue
+            try:
+                t = proc.cpu_times()
+                out[proc.pid] = t.user + t.system
+            except psutil.NoSuchProcess:
+                continue
+        return out
+
+    @staticmethod
+    def used(before: dict[int, float], after: dict[int, float]) -> float:
+        return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
+
+
+def cpu_resources(server: Any) -> ResourceConfig:
+    fast = server.resource_config({"fast": FAST_MODEL}, max_concurrent=CPU_FAST)
+    smart = server.resource_config({"smart": SMART_MODEL}, max_concurrent=CPU_SMART)
+    return ResourceConfig(endpoints={**fast.endpoints, **smart.endpoints})
+
+
+def _cpu_run(label: str, server: Any, tree: TreeCPU, rows: int, executor: str,
+             options: dict[str, Any]) -> dict[str, Any]:
+    server.reset_stats()
+    before = tree.snapshot()
+    with measure() as t:
+        failed, missing, seen = asyncio.run(_call(cpu_resources(server), rows, executor,
+                                                  options))
+    cpu = tree.used(before, tree.snapshot())
+    stats = server.stats()
+    run = {"label": label, "wall": t.wall, "driver_cpu": t.cpu, "cpu": cpu, "failed": failed,
+           "missing": missing, "requests": stats.total_requests, "seen": seen,
+           "max": (stats.max_in_flight_by_model.get(FAST_MODEL, 0),
+                   stats.max_in_flight_by_model.get(SMART_MODEL, 0)), "load": load_average()}
+    print(f"{label:30} wall {t.wall:7.3f}s tree cpu {cpu:6.3f}s driver cpu {t.cpu:6.3f}s "
+          f"max in flight {run['max']} failed {failed} missing {missing} load {run['load']}",
+          flush=True)
+    return run
+
+
+def part_cpu(args: argparse.Namespace) -> str:
+    import ray
+
+    from plait_ray.worker import shutdown_workers
+
+    rows, latency = args.cpu_rows, args.cpu_latency
+    with LLMServer.spawn(**server_settings(latency)) as server:
+        tree = TreeCPU(getattr(server, "pid", None))
+        local = _cpu_run("local", server, tree, rows, "local", {})
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        try:
+            options = {"limits_namespace": "bench-ray-cpu"}
+            _cpu_run("ray warm-up (not reported)", server, tree, min(200, rows), "ray",
+                     options)
+            rays = [_cpu_run(f"ray (warm) #{n + 1}", server, tree, rows, "ray", options)
+                    for n in range(args.repeat)]
+        finally:
+            shutdown_workers()
+            ray.shutdown()
+    return cpu_report(local, rays, rows, latency)
+
+
+def cpu_report(local: dict[str, Any], rays: list[dict[str, Any]], rows: int,
+               latency: float) -> str:
+    limit = max(2 * latency, 4 * rows * latency / CPU_FAST, rows * latency / CPU_SMART)
+    lines = header_lines([
+        f"- workload: {rows} rows x (4 `fast` + 1 `smart`) = {5 * rows} calls, server "
+        f"latency {latency * 1000:.0f} ms, `fast` max_concurrent={CPU_FAST}, "
+        f"`smart`={CPU_SMART}; physical limit {limit:.3f} s",
+        "- local executor and Ray in the same run and process; Ray = a local Ray started "
+        "by the bench (one node, num_cpus=2), default executor_options, warm workers",
+        "- CPU = user + sys of the whole process tree (driver + Ray's GCS, raylet, workers, "
+        "limiter actors), loopback server excluded; driver CPU = this process only",
+        "- targets (issue 10): Ray wall <= 1.2 x limit, Ray CPU <= 2 x local CPU",
+        ""])
+    rows_out = []
+    for run in [local, *rays]:
+        rows_out.append([run["label"], fmt_s(run["wall"]), fmt_ratio(run["wall"] / limit),
+                         fmt_s(run["cpu"]), fmt_ratio(run["cpu"] / local["cpu"]),
+                         fmt_s(run["driver_cpu"]),
+                         f"{run['seen'].get('fast', 0) * 1000:.1f}/"
+                         f"{run['seen'].get('smart', 0) * 1000:.1f}",
+                         f"{run['max'][0]}/{run['max'][1]}", run["requests"],
+                         run["failed"] + run["missing"], run["load"]])
+    lines.append(table(["run", "wall s", "wall / limit", "tree CPU s", "CPU / local",
+                        "driver CPU s", "observed latency ms fast/smart",
+                        "server max in flight", "requests", "failed+missing rows",
+                        "load avg at end"], rows_out))
+    lines.append("")
+    for run in rays:
+        wall_ok = run["wall"] / limit <= 1.2
+        cpu_ok = run["cpu"] / local["cpu"] <= 2.0
+        lines.append(f"- {run['label']}: wall {fmt_ratio(run['wall'] / limit)} the limit "
+                     f"(local {fmt_ratio(local['wall'] / limit)}) -> "
+                     f"{'MET' if wall_ok else 'MISSED'}; CPU {fmt_ratio(run['cpu'] / local['cpu'])}"
+                     f" local -> {'MET' if cpu_ok else 'MISSED'}")
+    return "\n".join(lines)
+
+
 def write_part(key: str, body: str) -> None:
     """Replace section ``key`` of bench/results_ray.md (fanout first, then rate)."""
     text = RESULTS_RAY.read_text() if RESULTS_RAY.exists() else ""
@@ -428,7 +565,9 @@ def write_part(key: str, body: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--part", choices=["fanout", "rate", "all"], default="all")
+    parser.add_argument("--part", choices=["fanout", "rate", "cpu", "all"], default="all")
+    parser.add_argument("--cpu-rows", type=int, default=1000)
+    parser.add_argument("--cpu-latency", type=float, default=0.05)
     parser.add_argument("--rows", type=int, default=5000)
     parser.add_argument("--rate-rows", type=int, default=1200)
     parser.add_argument("--latency", type=float, default=0.2)
@@ -444,6 +583,13 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     parts = ["fanout", "rate"] if args.part == "all" else [args.part]
+    if args.part == "cpu":
+        body = part_cpu(args)
+        print()
+        print(body)
+        if not args.no_write:
+            write_section("ray_cpu", body)
+        return
     for part in parts:
         body = part_fanout(args) if part == "fanout" else part_rate(args)
         print()

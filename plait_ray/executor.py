@@ -21,7 +21,7 @@ import dataclasses
 import itertools
 import math
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,7 +53,7 @@ OPTIONS = {
     "namespace": "Ray namespace, when plait initializes Ray",
     "runtime_env": "Ray runtime_env, when plait initializes Ray",
     "num_cpus": "CPUs of a local Ray started by plait",
-    "workers": "row worker actors for batches (default: the cluster's CPUs, at most 8)",
+    "workers": "row worker actors for batches (default: the cluster's CPUs minus one, 1..8)",
     "rows_per_chunk": "rows per Ray call to a worker (default: adaptive, 1..16)",
     "single_call": "'tasks' (each LLM call a named call on a worker, default) or 'rows' "
                    "(the whole row on one worker actor)",
@@ -94,7 +94,10 @@ def plan_chunks(settings: ResolvedSettings, graph: InferenceGraph, total: int | 
     limiter actors, so the worker count does not change them.
     """
     options = settings.executor_options
-    workers = _positive(options, "workers") or max(1, min(int(cluster_cpus), 8))
+    # One CPU is left to the driver and Ray's own processes: on a small cluster a worker
+    # process per CPU only adds per-process overhead (each worker alone handles thousands of
+    # LLM calls per second).
+    workers = _positive(options, "workers") or max(1, min(int(cluster_cpus) - 1, 8))
     inflight = settings.inflight_limit()
     if total is not None:
         workers = min(workers, max(1, total))
@@ -196,7 +199,7 @@ class RayExecutor:
 
     @contextlib.asynccontextmanager
     async def _loaded(self, job: Job, namespace: str, workers: int, options: RuntimeOptions,
-                      cap: int | None = None) -> AsyncIterator[tuple[list[Any], str]]:
+                      cap: int | None = None) -> AsyncGenerator[tuple[list[Any], str]]:
         """``workers`` warm row workers with the job loaded; unloaded (stats kept) on exit.
 
         With ``cap``, the workers lease the call's global ``max_concurrent`` from the
@@ -210,7 +213,7 @@ class RayExecutor:
                              namespace, job.events is not None, cap, caps)
         payload_ref = ray_api.put(payload)  # shipped once per worker, not per chunk
         try:
-            if caps is not None:
+            if caps is not None and cap is not None:
                 await _open_cap(caps, job_id, cap)
             await _load(handles, job_id, payload_ref)
             yield handles, job_id

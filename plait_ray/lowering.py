@@ -99,8 +99,9 @@ async def run_single_row(job: Job, router: NodeCallRouter) -> RowResult:
     ((index, args, kwargs),) = list(job.rows)
     started = time.perf_counter()
     hook = job.on_node
-    on_node = None if hook is None else (
-        lambda node_id, value, usage: hook(index, node_id, value, usage))
+    on_node: Callable[[str, Any, Usage | None], None] | None = None
+    if hook is not None:
+        on_node = lambda node_id, value, usage: hook(index, node_id, value, usage)  # noqa: E731
     interp = Interpreter(job.graph, job.module, router, events=job.events,
                          max_concurrent=job.settings.max_concurrent)
     try:

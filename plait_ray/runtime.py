@@ -253,11 +253,18 @@ class WorkerRuntime:
 
     async def aclose(self) -> None:
         """Close the clients (in-flight rows should be finished or cancelled first)."""
+        # Leased permit sources end their leases (slots go back at once, the sync task
+        # stops); a closed runtime must not keep heartbeating a limiter.
+        sources: list[Any] = [self.global_permits]
+        if self._started:
+            sources += [self.manager.pool(alias).permits for alias in sorted(self.graph.aliases())]
         try:
             await self.manager.aclose()
         finally:
-            if self.global_permits is not None:
-                await self.global_permits.aclose()
+            for source in sources:
+                close = getattr(source, "aclose", None)
+                if close is not None:
+                    await close()
 
 
 class _CappedRouter:

@@ -60,6 +60,10 @@ WORKER_CPUS = 0.1
 the cluster of CPUs for other tasks."""
 
 
+STREAM_COALESCE_S = 0.005
+"""Rows finishing within this long of a finished row travel to the driver with it."""
+
+
 class WorkerLostError(PlaitError):
     """The Ray worker running a row died (node lost, out of memory, killed)."""
 
@@ -175,6 +179,12 @@ class RowWorker:
         try:
             while running:
                 done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                if running:
+                    # Rows of a chunk start together and tend to finish together: gather
+                    # those finishing within a few ms into one message (each streamed item
+                    # costs a thread hop and an RPC here and in the driver).
+                    more, running = await asyncio.wait(running, timeout=STREAM_COALESCE_S)
+                    done |= more
                 events = job.collector.drain() if job.collector is not None else []
                 yield ChunkResult([t.result() for t in done], nodes.copy(), events)
                 nodes.clear()

@@ -19,6 +19,7 @@ harmless.
 from __future__ import annotations
 
 import asyncio
+import warnings
 from typing import Any, TypeAlias
 
 import ray
@@ -27,7 +28,16 @@ from ray.actor import ActorHandle
 from plait_ray.limits.core import LimiterCore
 from plait_ray.limits.lease import LeaseGrant, LeaseRequest, LimiterLimits
 
-__all__ = ["EndpointLimiterActor", "LimiterHandle"]
+__all__ = ["EndpointLimiterActor", "LimiterHandle", "was_restarted"]
+
+
+def was_restarted() -> bool:
+    """True inside an actor that Ray restarted after a crash (its state is new)."""
+    with warnings.catch_warnings():
+        # Ray's own property reads a deprecated attribute internally.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context: Any = ray.get_runtime_context()
+        return bool(context.was_current_actor_reconstructed)
 
 
 class EndpointLimiterActor:
@@ -42,7 +52,7 @@ class EndpointLimiterActor:
 
     def __init__(self, alias: str, limits: LimiterLimits) -> None:
         self._alias = alias
-        restarted = ray.get_runtime_context().was_current_actor_reconstructed
+        restarted = was_restarted()
         self._core = LimiterCore(limits, fenced=restarted)
         self._sweeper: asyncio.Task[None] | None = None
 

@@ -22,6 +22,7 @@ from typing import Any
 import ray
 
 from plait_ray._ray_init import ray_session_key
+from plait_ray.limits.actor import was_restarted
 from plait_ray.limits.client import call_limiter
 from plait_ray.limits.core import LimiterCore
 from plait_ray.limits.lease import LeaseGrant, LeaseRequest, LimiterLimits
@@ -39,7 +40,7 @@ class CallCapsActor:
     def __init__(self) -> None:
         self._cores: dict[str, LimiterCore] = {}
         # After a crash Ray restarts this actor empty: cores made again then are fenced.
-        self._restarted = ray.get_runtime_context().was_current_actor_reconstructed
+        self._restarted = was_restarted()
         self._sweeper: asyncio.Task[None] | None = None
 
     def _core(self, key: str, cap: int) -> LimiterCore:

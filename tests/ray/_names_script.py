@@ -30,8 +30,11 @@ async def main() -> dict[str, object]:
         pipeline = Fork().bind(resources=res, executor="ray")
         single = await pipeline("x")
         batch = await pipeline(["a", "b", "c"])
-        actors = [a.name for a in list_actors(filters=[("state", "=", "ALIVE")])]
-        tasks = [(t.name, t.worker_id) for t in list_tasks(limit=1000)
+        # This Ray's address: other Ray instances may run on the machine.
+        address = ray.get_runtime_context().gcs_address
+        actors = [a.name for a in list_actors(address=address,
+                                              filters=[("state", "=", "ALIVE")])]
+        tasks = [(t.name, t.worker_id) for t in list_tasks(address=address, limit=1000)
                  if t.name.startswith("plait:")]
         return {"single": single, "batch": batch, "actors": actors, "tasks": tasks}
 
