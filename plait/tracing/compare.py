@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from plait.graph import GraphNode, InferenceGraph
     from plait.module import Module
 
-__all__ = ["WHAT_TO_DO", "check_same_graph"]
+__all__ = ["WHAT_TO_DO", "check_same_graph", "forward_location"]
 
 WHAT_TO_DO = (
     "Strings that contain a traced value (an input, a model reply, a Parameter's value) are "
@@ -45,7 +45,7 @@ def check_same_graph(root: Module, first: InferenceGraph, second: InferenceGraph
         raise _diverged(root, extra.source, f"{_describe(extra)} only once")
     raise _diverged(
         root,
-        _forward_location(root),
+        forward_location(root),
         f"different return values: {_short(first.output)} and {_short(second.output)}",
     )
 
@@ -69,7 +69,8 @@ def _short(value: Any, limit: int = 100) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _forward_location(root: Module) -> str:
+def forward_location(root: Module) -> str:
+    """``file.py:line`` where ``root``'s forward() is defined."""
     try:
         forward = type(root).forward
         lines = inspect.getsourcelines(forward)

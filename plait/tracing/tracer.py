@@ -22,7 +22,7 @@ from pydantic import BaseModel
 
 from plait.errors import PlaitError, TraceError
 from plait.graph import FormatField, GraphNode, InferenceGraph, NodeKind, Ref, iter_refs
-from plait.tracing.compare import WHAT_TO_DO, check_same_graph
+from plait.tracing.compare import WHAT_TO_DO, check_same_graph, forward_location
 from plait.tracing.context import reset_active_tracer, set_active_tracer, user_source_location
 from plait.tracing.encoding import Encoding, compact, looks_like_placeholder, wide
 from plait.tracing.guard import watching_strings
@@ -93,7 +93,9 @@ class Tracer:
                     f"{type(self.root).__name__}.forward() returned None. Return the value the "
                     "pipeline produces (e.g. `return self.llm(text)`)."
                 )
-            output = self.lift(result, where="the value returned by forward()")
+            output = self.lift(result, where=f"the value returned by "
+                               f"{type(self.root).__name__}.forward() (defined at "
+                               f"{forward_location(self.root)})")
         finally:
             reset_active_tracer(token)
         return InferenceGraph(nodes=self.nodes, input_ids=input_ids, output=output)
@@ -276,7 +278,16 @@ class Tracer:
                     for k, v in value.items()}  # pyright: ignore[reportUnknownVariableType]
         if isinstance(value, slice):
             return self._lift_slice(cast("slice[Any, Any, Any]", value), where)
-        if isinstance(value, (*_LITERAL_TYPES, BaseModel)):
+        if isinstance(value, BaseModel):
+            if self.encoding.leaked(value.model_dump_json()):
+                raise TraceError(
+                    f"{where} is a {type(value).__name__} built from a traced value while "
+                    f"tracing (at {user_source_location()}): it would hold a placeholder, not "
+                    "the real text. Build the model in a leaf module or an "
+                    "@plait.functional.op function, or return a dict of the values."
+                )
+            return value
+        if isinstance(value, _LITERAL_TYPES):
             return value
         raise TraceError(
             f"{where} is a {type(value).__name__}, which plait cannot carry through a graph "

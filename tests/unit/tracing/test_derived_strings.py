@@ -188,3 +188,14 @@ def test_another_active_profiler_is_left_alone(same_as_python: SameAsPython) -> 
     finally:
         sys.setprofile(None)
     assert calls  # it kept running throughout
+
+
+def test_a_model_built_from_a_traced_value_is_refused(same_as_python: SameAsPython) -> None:
+    from pydantic import BaseModel
+
+    class Question(BaseModel):
+        text: str
+
+    with pytest.raises(TraceError, match="Question built from a traced value") as info:
+        same_as_python(lambda self, t: Question(text=f"{t}"), "x")
+    assert "Pipe.forward() (defined at conftest.py:" in str(info.value)
