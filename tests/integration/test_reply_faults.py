@@ -25,7 +25,7 @@ from plait.errors import BatchError, NodeExecutionError, ResponseFormatError
 from plait.io import read_output, run_dataset_local
 from plait.resources.config import DEFAULT_MAX_RESPONSE_BYTES
 from plait.resources.manager import ResourceManager
-from plait.testing import Fault, LLMServer
+from plait.testing import Fault, LLMServer, ThreadedServer
 
 CASES = [("openai", "aiohttp"), ("openai", "sdk"), ("anthropic", "aiohttp"),
          ("anthropic", "sdk")]
@@ -50,7 +50,7 @@ class One(Module):
         return self.llm(text)
 
 
-def resources(server: LLMServer, case: tuple[str, str], **options: Any) -> Any:
+def resources(server: LLMServer | ThreadedServer, case: tuple[str, str], **options: Any) -> Any:
     provider, transport = case
     return server.resource_config({"fast": "m"}, provider_api=provider,  # pyright: ignore[reportArgumentType]
                                   transport=transport, **options)
