@@ -198,4 +198,4 @@ def test_a_model_built_from_a_traced_value_is_refused(same_as_python: SameAsPyth
 
     with pytest.raises(TraceError, match="Question built from a traced value") as info:
         same_as_python(lambda self, t: Question(text=f"{t}"), "x")
-    assert "Pipe.forward() (defined at conftest.py:" in str(info.value)
+    assert "returned by forward() of Pipe (defined at conftest.py:" in str(info.value)
