@@ -27,9 +27,9 @@
 * **How long a 429 pauses** is learned, not read off the header's precision. A precise hint
   (``retry-after-ms``, or any non-whole number of seconds) is honoured. A whole-second
   ``retry-after`` (Anthropic's style; token-bucket servers round a 10 ms wait up to 1 s)
-  or no hint at all is only an upper bound: the pause is a probe, 50 ms at first, doubled
+  or no hint at all is only an upper bound: the pause is a probe, 20 ms at first, doubled
   each time requests sent after the previous pause are refused again before any is
-  accepted (the server really wants a longer pause), and back to 50 ms after an
+  accepted (the server really wants a longer pause), and back to 20 ms after an
   acceptance. So a coarse hint costs a few 429s, not a second per 429, and a server that
   keeps refusing still gets its full hint after a few doublings.
 * **In-flight window.** A server may refuse by concurrency, not rate (429 above N in
@@ -65,7 +65,7 @@ _DECREASE_COOLDOWN = 1.0  # seconds: one decrease per overload episode
 # endpoint within a fraction of a second (measured: 7.7% of requests got 429s vs 3.6%).
 _RECOVERY_PER_SECOND = 0.05
 _MIN_RATE = 0.05  # requests/s floor of an adaptively lowered rate
-_PROBE_PAUSE = 0.05  # seconds: first pause after a 429 without a precise retry hint
+_PROBE_PAUSE = 0.02  # seconds: first pause after a 429 without a precise retry hint
 _MAX_PROBE_PAUSE = 60.0  # seconds: most a probe pause grows to when the server gave no hint
 
 
@@ -146,6 +146,7 @@ class LocalPermitSource:
         # Completions per 1-second bucket (current and previous) to derive a rate on 429.
         self._created = now
         self._active_since: float | None = None  # first acquire: the observation window start
+        self._first_done: float | None = None  # first completion
         self._done_second = int(now)
         self._done_now = 0
         self._done_prev = 0
@@ -328,7 +329,10 @@ class LocalPermitSource:
         return max(delay, 1e-6)
 
     def _count_completion(self) -> None:
-        second = int(self._clock.now())
+        now = self._clock.now()
+        if self._first_done is None:
+            self._first_done = now
+        second = int(now)
         if second != self._done_second:
             self._done_prev = self._done_now if second == self._done_second + 1 else 0
             self._done_now = 0
@@ -345,7 +349,14 @@ class LocalPermitSource:
             return 0.0
         # Measure from the first acquire if that is later, so a 429 in the first second does
         # not spread a handful of completions over a whole second (or over idle set-up time).
-        span = now - max(second - 1, self._active_since or self._created)
+        # Locally, from the first completion rather than the first acquire: completions lag
+        # sends by a latency, and counting that lag (10-20% of a 0.5 s window) derived rates
+        # well below the server's. (Without acquires, completions arrive in batches: the
+        # first batch holds earlier ones, so the window starts at creation.)
+        start = self._active_since or self._created
+        if self._active_since is not None and self._first_done is not None:
+            start = self._first_done
+        span = now - max(second - 1, start)
         if span < _MIN_OBSERVATION or count < _MIN_SUCCESSES:
             return 0.0
         return count / span

@@ -272,12 +272,12 @@ def test_coarse_hint_pause_is_a_probe_that_doubles_until_an_acceptance():
         clock = FakeClock(start=10.0)
         permits = LocalPermitSource(None, None, None, clock)
         # Before: a whole-second retry-after (or none: 1 s) paused for the whole second.
-        assert permits.on_rate_limited(1.0) == pytest.approx(0.05)
-        assert permits.on_rate_limited(1.0) == pytest.approx(0.05)  # same pause: no doubling
-        await clock.advance(0.05)
-        assert permits.on_rate_limited(None) == pytest.approx(0.1)  # refused again after it
-        await clock.advance(0.1)
-        assert permits.on_rate_limited(1.0) == pytest.approx(0.2)
+        assert permits.on_rate_limited(1.0) == pytest.approx(0.02)
+        assert permits.on_rate_limited(1.0) == pytest.approx(0.02)  # same pause: no doubling
+        await clock.advance(0.02)
+        assert permits.on_rate_limited(None) == pytest.approx(0.04)  # refused again after it
+        await clock.advance(0.04)
+        assert permits.on_rate_limited(1.0) == pytest.approx(0.08)
         for _ in range(5):
             await clock.advance(1.0)
             permits.on_rate_limited(1.0)
@@ -285,7 +285,7 @@ def test_coarse_hint_pause_is_a_probe_that_doubles_until_an_acceptance():
         await clock.advance(1.0)
         permits.release(await permits.acquire(1), used_tokens=None)
         permits.on_success()
-        assert permits.on_rate_limited(1.0) == pytest.approx(0.05)  # accepted: short again
+        assert permits.on_rate_limited(1.0) == pytest.approx(0.02)  # accepted: short again
 
     run(main())
 
@@ -319,7 +319,7 @@ def test_refusal_at_an_accepted_in_flight_count_is_a_rate_limit():
         permits.release(held.pop(), used_tokens=None)  # sent with 3 in flight: accepted
         permits.on_success()
         permits.release(held.pop(), used_tokens=None)  # sent with 2 in flight: refused
-        assert permits.on_rate_limited(None) == pytest.approx(0.05)  # paused: a rate cap
+        assert permits.on_rate_limited(None) == pytest.approx(0.02)  # paused: a rate cap
         assert permits.max_in_flight is None
 
     run(main())

@@ -136,14 +136,14 @@ def test_429s_do_not_spend_max_retries():
 
 def test_whole_second_hints_bound_a_learned_pause_that_doubles_while_refused():
     clock = FakeClock()
-    client = ScriptedClient(*[RateLimitError("slow", status=429, retry_after=1.0)] * 6, OK)
+    client = ScriptedClient(*[RateLimitError("slow", status=429, retry_after=1.0)] * 7, OK)
     events: list[Event] = []
     pool = make_pool(client, clock, events=events.append)
     response, _ = drive(clock, pool.call(LLMRequest("hi")))
-    assert response.text == "ok" and client.calls == 7
+    assert response.text == "ok" and client.calls == 8
     pauses = [e.attrs["pause"] for e in events if e.kind == "rate_limited"]
     # Before: 1 s per 429 (the hint's rounding); now a probe, up to the hint.
-    assert pauses == pytest.approx([0.05, 0.1, 0.2, 0.4, 0.8, 1.0])
+    assert pauses == pytest.approx([0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.0])
 
 
 def test_429_budget_is_bounded():
