@@ -59,11 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jitter", type=float, default=None, metavar="SECONDS",
                    help="extra latency, uniform in [0, SECONDS]")
     p.add_argument("--rate-limit", action="append", metavar="[MODEL=]RPS",
-                   help="requests per second; beyond it 429 with retry-after(-ms)")
+                   help="requests per second; beyond it 429 (see --retry-hint)")
     p.add_argument("--rate-burst", type=float, default=None, metavar="N",
                    help="token-bucket capacity (default: one second's worth)")
     p.add_argument("--max-concurrency", action="append", metavar="[MODEL=]N",
                    help="requests in flight at once; beyond it 429")
+    p.add_argument("--retry-hint", default=None, choices=["both", "seconds", "ms", "none"],
+                   help="how a 429 states its wait: both headers (default, OpenAI), "
+                        "whole-second retry-after only (Anthropic), retry-after-ms only, none")
     p.add_argument("--fault", action="append", metavar="KIND[:k=v,...]",
                    help="scripted failure, in order (see below)")
     p.add_argument("--seed", type=int, default=None, help="seed of jitter and random faults")
@@ -126,7 +129,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     optional = {
         "latency_jitter": args.jitter, "rate_burst": args.rate_burst, "seed": args.seed,
         "require_api_key": args.require_api_key, "record_requests": args.record,
-        "responder": args.responder,
+        "responder": args.responder, "retry_hint": args.retry_hint,
     }
     base.update({k: v for k, v in optional.items() if v is not None})
     return ServerConfig().updated(base)

@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable
 from typing import Any
 
+import aiohttp
 import pytest
 
 from plait import LLMInference, Module
@@ -215,3 +216,31 @@ def test_the_big_prompt_error_is_a_bad_request():
                 await manager.aclose()
 
     arun(main())
+
+
+@pytest.mark.parametrize(("hint", "expected"), [
+    ("both", {"retry-after": "1", "retry-after-ms": "250"}),
+    ("seconds", {"retry-after": "1"}),
+    ("ms", {"retry-after-ms": "250"}),
+    ("none", {}),
+])
+def test_the_server_states_its_wait_in_the_style_asked(hint: str, expected: dict[str, str]):
+    async def main() -> list[dict[str, str]]:
+        faults = [Fault("429", retry_after=0.25), Fault("429", headers={"retry-after": "inf"})]
+        async with LLMServer(retry_hint=hint, faults=faults) as server, \
+                aiohttp.ClientSession() as session:
+            seen: list[dict[str, str]] = []
+            for _ in range(2):
+                async with session.post(
+                    f"{server.openai_base_url}/chat/completions",
+                    json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}]},
+                    headers={"Authorization": f"Bearer {KEY}"},
+                ) as resp:
+                    assert resp.status == 429
+                    seen.append({k: v for k, v in resp.headers.items()
+                                 if k.lower().startswith("retry-after")})
+            return seen
+
+    computed, verbatim = arun(main())
+    assert {k.lower(): v for k, v in computed.items()} == expected
+    assert {k.lower(): v for k, v in verbatim.items()} == {"retry-after": "inf"}
