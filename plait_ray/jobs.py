@@ -135,9 +135,10 @@ def submit_pipeline_job(
     Environment variables named in ``pass_env`` are copied from this process into the job's
     ``runtime_env`` when they are set. Anything in ``runtime_env`` -- API keys included -- is
     stored with the job and shown in plain text by the Jobs API and the dashboard's job page
-    to everyone who can reach the dashboard. For shared or production clusters pass
-    ``pass_env=()`` and give the workers their keys from a cluster-side secret (see
-    ``cluster/README.md``).
+    to everyone who can reach the dashboard, and Ray's ``runtime_env_agent`` logs print them
+    too. For shared or production clusters pass ``pass_env=()`` and give the workers their
+    keys from a cluster-side secret, or a key file they read themselves (``plait run
+    --env-file PATH``; see ``cluster/README.md``).
 
     Ray token auth is handled from ``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or
     ``~/.ray/auth_token``; see :mod:`plait_ray.auth`.
@@ -148,7 +149,7 @@ def submit_pipeline_job(
         ...     "plait run examples/06_ray_dataset.py:Pipeline --input in.parquet "
         ...     "--output s3://bucket/out.parquet --executor ray",
         ...     working_dir=".",
-        ...     requirements=["pyplait[ray]"],
+        ...     requirements=["/shared/dist/plait_pipelines-0.1.0-py3-none-any.whl"],
         ... )
         >>> result.status  # doctest: +SKIP
         <JobStatus.SUCCEEDED: 'SUCCEEDED'>
@@ -158,6 +159,8 @@ def submit_pipeline_job(
         entrypoint: Shell command the job runs, from the root of ``working_dir``.
         working_dir: Local directory to upload, or a remote URI (``s3://...zip``) Ray fetches.
         requirements: pip requirement strings installed for the job; None to install nothing.
+            plait itself is this project's wheel (``make wheel``), by a path every node can
+            read or a URL -- not ``pyplait`` from the index, an unrelated package.
         env_vars: Extra environment variables for the job; they override ``pass_env``.
         pass_env: Names of variables to copy from this process's environment if set.
         excludes: gitignore-style patterns left out of the ``working_dir`` upload.

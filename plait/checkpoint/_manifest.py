@@ -38,7 +38,7 @@ are checked one by one, by :func:`row_hash`, as they are read."""
 def plait_version() -> str:
     """The installed plait version, or ``"unknown"`` when running from an uninstalled tree."""
     try:
-        return version("pyplait")
+        return version("plait-pipelines")  # this project's distribution name
     except PackageNotFoundError:
         return "unknown"
 

@@ -87,7 +87,7 @@ def get_executor(spec: Any) -> Executor:
             module = importlib.import_module("plait_ray.executor")
         except ImportError as exc:
             raise ConfigError(
-                "Executor 'ray' needs plait_ray. Install it with: pip install 'pyplait[ray]'"
+                "Executor 'ray' needs plait_ray. Install it with: pip install 'plait-pipelines[ray]'"
                 f" ({exc})"
             ) from exc
         executor: Executor = module.RayExecutor()

@@ -55,7 +55,7 @@ def import_torch() -> Any:
             import torch
     except ImportError as exc:
         raise ConfigError(
-            "TorchEndpointConfig needs torch. Install it with: pip install 'pyplait[torch]'"
+            "TorchEndpointConfig needs torch. Install it with: pip install 'plait-pipelines[torch]'"
         ) from exc
     return torch
 

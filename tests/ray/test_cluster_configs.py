@@ -80,7 +80,10 @@ def test_launcher_node_types() -> None:
 
 def test_launcher_installs_plait_and_enables_token_auth() -> None:
     config = _load(LAUNCHER)
-    assert any("pyplait[ray]" in cmd for cmd in config["setup_commands"])
+    # This project's wheel (`make wheel` -> ./dist), mounted on every node and installed.
+    assert config["file_mounts"]["~/plait-dist"] == "./dist"
+    assert any("pip install" in cmd and "~/plait-dist/plait_pipelines-" in cmd
+               for cmd in config["setup_commands"])
     for key in ("head_start_ray_commands", "worker_start_ray_commands"):
         start = " ".join(config[key])
         assert "RAY_AUTH_MODE=token" in start, key
@@ -156,7 +159,9 @@ def test_rayjob_manifest() -> None:
     _check_ray_cluster_spec(spec["rayClusterSpec"])
     runtime_env = yaml.safe_load(spec["runtimeEnvYAML"])
     assert runtime_env["working_dir"]
-    assert any(req.startswith("pyplait[ray]") for req in runtime_env["pip"])
+    assert [Path(req).name.split("-")[0] for req in runtime_env["pip"]] == ["plait_pipelines"]
+    # The dashboard listens on 0.0.0.0 in the head pod: token auth must be on.
+    assert spec["rayClusterSpec"]["authOptions"] == {"mode": "token"}
 
 
 def test_rayjob_entrypoint_runs_a_plait_example_on_ray() -> None:
@@ -187,3 +192,19 @@ def test_no_inline_secrets(path: Path) -> None:
     for pattern in _SECRET_PATTERNS:
         match = pattern.search(text)
         assert match is None, f"{path.name} looks like it holds a secret: {match.group(0)[:12]}..."
+
+
+def test_dockerfile_installs_this_projects_wheel() -> None:
+    text = (CLUSTER_DIR / "Dockerfile").read_text()
+    assert "COPY dist/plait_pipelines-*.whl" in text
+    assert re.search(r"RUN pip install [^\n]*plait_pipelines-\*\.whl", text)
+
+
+@pytest.mark.parametrize("path", [*sorted(p for p in CLUSTER_DIR.iterdir() if p.is_file()),
+                                  CLUSTER_DIR.parent / "plait_ray" / "jobs.py",
+                                  CLUSTER_DIR.parent / "plait" / "cli.py"],
+                         ids=lambda p: p.name)
+def test_nothing_installs_the_unrelated_pyplait(path: Path) -> None:
+    # "pyplait" on the index is another project with no Ray backend.
+    text = path.read_text()
+    assert not re.search(r"pip install[^\n]*pyplait|[\"']pyplait\[", text), path.name

@@ -52,6 +52,7 @@ def _free_port() -> int:
 class HeadNode:
     dashboard_url: str
     env: dict[str, str] = field(repr=False)
+    gcs_address: str = ""
 
 
 @dataclass
@@ -124,6 +125,7 @@ def head_node() -> Iterator[HeadNode]:
     token_file = temp_dir / "auth_token"
     token_file.write_text(secrets.token_hex(32))
     dashboard_port = _free_port()
+    gcs_port = _free_port()
     env = {
         **os.environ,
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -135,7 +137,7 @@ def head_node() -> Iterator[HeadNode]:
     env.pop("RAY_ADDRESS", None)
     cmd = [
         str(VENV_BIN / "ray"), "start", "--head",
-        f"--port={_free_port()}",
+        f"--port={gcs_port}",
         f"--dashboard-port={dashboard_port}",
         f"--ray-client-server-port={_free_port()}",
         f"--dashboard-agent-listen-port={_free_port()}",
@@ -155,7 +157,7 @@ def head_node() -> Iterator[HeadNode]:
             pytest.fail(f"ray start failed ({proc.returncode}):\n{out[-3000:]}")
         url = f"http://127.0.0.1:{dashboard_port}"
         _wait_for_job_api(url, token_file.read_text(), START_TIMEOUT_S)
-        yield HeadNode(dashboard_url=url, env=env)
+        yield HeadNode(dashboard_url=url, env=env, gcs_address=f"127.0.0.1:{gcs_port}")
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -281,6 +283,61 @@ def test_wrong_token_is_a_submission_error(
 
     with pytest.raises(JobSubmissionError, match="rejected"):
         submit_pipeline_job(head_node.dashboard_url, "true", working_dir=tmp_path, timeout_s=5)
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.timeout(JOB_TIMEOUT_S + START_TIMEOUT_S + 60)
+def test_job_runs_with_the_built_wheel(head_node: HeadNode, client_auth: None,
+                                       tmp_path: Path) -> None:
+    # `make wheel` builds this project's distribution; the job installs it (pip from a path
+    # every node can read) and imports plait from that install, not from the source tree.
+    dist = tmp_path / "dist"
+    built = subprocess.run(["make", "-s", "wheel", f"WHEEL_DIR={dist}"], cwd=REPO,
+                           capture_output=True, text=True, timeout=120)
+    assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
+    (wheel,) = dist.glob("plait_pipelines-*.whl")
+    work = tmp_path / "job"
+    work.mkdir()
+    (work / "show.py").write_text(
+        "import importlib.metadata as m, plait, plait_ray.map_dataset\n"
+        "print('PLAIT_FILE', plait.__file__)\n"
+        "print('DIST', m.version('plait-pipelines'))\n")
+    result = submit_pipeline_job(head_node.dashboard_url, "python show.py", working_dir=work,
+                                 requirements=[str(wheel)], pass_env=(),
+                                 timeout_s=JOB_TIMEOUT_S)
+    plait_file = next(line.split(" ", 1)[1] for line in result.logs.splitlines()
+                      if line.startswith("PLAIT_FILE "))
+    assert "runtime_resources" in plait_file and not plait_file.startswith(str(REPO))
+    assert "DIST 0.1.0" in result.logs
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(START_TIMEOUT_S + 90)
+def test_driver_detects_token_auth_and_says_what_to_do(head_node: HeadNode,
+                                                       tmp_path: Path) -> None:
+    code = ("from plait_ray import ensure_ray\n"
+            f"ensure_ray({{'address': '{head_node.gcs_address}'}})\n"
+            "import ray; print('CONNECTED', ray.cluster_resources().get('CPU'))\n")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("RAY_AUTH") and k != "RAY_ADDRESS"}
+    env["HOME"] = str(tmp_path)  # no ~/.ray/auth_token either
+    started = time.monotonic()
+    refused = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env=env, timeout=60)
+    assert refused.returncode != 0
+    assert "uses token authentication" in refused.stderr, refused.stderr[-2000:]
+    assert "ray get-auth-token" in refused.stderr
+    assert "InvalidAuthToken" not in refused.stderr  # no 20 s of Ray's retry log lines
+    assert time.monotonic() - started < 60
+    env["RAY_AUTH_TOKEN_PATH"] = head_node.env["RAY_AUTH_TOKEN_PATH"]  # RAY_AUTH_MODE unset
+    joined = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=env, timeout=60)
+    assert "CONNECTED 1.0" in joined.stdout, joined.stderr[-2000:]
+    assert "InvalidAuthToken" not in joined.stderr
 
 
 # --- plait_ray.auth without a cluster -------------------------------------------------------
