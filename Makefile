@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint types unit venv bench clean
+.PHONY: demo test lint types unit venv bench clean wheel docs
 
 venv: $(STAMP)
 
@@ -13,7 +13,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml constraints-test.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints-test.txt -e '.[ray,dev,torch]'
+	$(PY) -m pip install -q -c constraints-test.txt -e '.[ray,dev,torch,docs]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -31,6 +31,18 @@ unit: $(STAMP)
 # pytest exits 5 when it collects nothing; make treats any non-zero exit as failure.
 test: lint types
 	$(PY) -m pytest -q -p no:cacheprovider tests
+
+# The API reference and guides (docs/), built offline into ./site; every code block in them
+# and in README.md runs in the test suite (tests/docs).
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
+# This project's wheel (distribution plait-pipelines) for cluster nodes: the Docker image, the
+# launcher's file_mounts, or a job's runtime_env pip (see cluster/README.md). Order-only on the
+# venv: building a wheel never reinstalls it.
+WHEEL_DIR ?= dist
+wheel: | $(STAMP)
+	$(PY) -m pip wheel -q --no-deps --no-build-isolation -w $(WHEEL_DIR) .
 
 bench: $(STAMP)
 	$(PY) bench/run_all.py
