@@ -37,6 +37,7 @@ from typing import TypeVar, overload
 from plait.clients.base import LLMClient, LLMRequest, LLMResponse
 from plait.errors import BadRequestError, LLMError, RateLimitError, ResponseFormatError
 from plait.events import Event, EventKind, EventSink
+from plait.pricing._cost import endpoint_price
 from plait.resources.clock import Clock, MonotonicClock
 from plait.resources.config import EndpointConfig
 from plait.resources.permits import Permit, PermitSource
@@ -97,13 +98,19 @@ class EndpointPool:
         self.config = config
         self.client = client
         self.permits = permits
-        self.stats = EndpointStats(config.input_cost_per_1m, config.output_cost_per_1m)
+        # Built-in table prices unless the endpoint sets its own (plait.pricing).
+        price = endpoint_price(config)
+        self._prices = (price.input, price.output)
+        self.stats = EndpointStats(*self._prices)
         self._clock: Clock = clock or MonotonicClock()
         self._events = events
         self._rng = rng or random.Random()
         self._rate_limit_retries = rate_limit_retries
-        self._rate_limit_patience = (config.rate_limit_patience if rate_limit_patience is None
-                                     else rate_limit_patience)
+        # Local-model configs (plait.local_models) carry no retry-wait settings: defaults.
+        self._rate_limit_patience: float = (
+            getattr(config, "rate_limit_patience", 600.0) if rate_limit_patience is None
+            else rate_limit_patience)
+        self._max_retry_wait: float = getattr(config, "max_retry_wait", 300.0)
 
     @overload
     async def call(
@@ -257,7 +264,7 @@ class EndpointPool:
                      ) -> float | None:
         """The server's retry hint, capped at ``max_retry_wait`` (with a warning if it was)."""
         hint = error.retry_after
-        cap = self.config.max_retry_wait
+        cap = self._max_retry_wait
         if hint is None or (math.isfinite(hint) and hint <= cap):
             return hint
         message = (f"Endpoint '{self.alias}' asked to wait {hint:g}s before retrying; waiting "
@@ -283,8 +290,7 @@ class EndpointPool:
             return (self.stats,)
         mine = calls.get(self.alias)
         if mine is None:
-            mine = calls[self.alias] = EndpointStats(self.config.input_cost_per_1m,
-                                                     self.config.output_cost_per_1m)
+            mine = calls[self.alias] = EndpointStats(*self._prices)
         return (self.stats, mine)
 
     def _give_up(self, error: LLMError, attempts: int, why: str,
