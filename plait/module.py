@@ -318,20 +318,23 @@ class Module:
 
     def graph_for(self, num_args: int, kwarg_names: tuple[str, ...] = ()) -> InferenceGraph:
         """The traced graph for this input shape, traced once and cached."""
-        # A change anywhere in the tree may change the trace, so every module's version counts,
-        # and so does train()/eval() (forward() may read self.training). Parameter values are
-        # not part of the key: they are read by `param` nodes when each row runs, so a cached
-        # graph never holds one.
-        versions = tuple((m.__dict__["_structure_version"], m.__dict__["training"])
-                         for m in self.modules())
-        key = (num_args, kwarg_names, versions)
-        cache: dict[Any, InferenceGraph] = self.__dict__["_graph_cache"]
-        graph = cache.get(key)
-        if graph is None:
-            from plait.tracing.tracer import Tracer
+        from plait.tracing.cache_key import graph_key
 
-            graph = Tracer(self).trace(num_args, kwarg_names)
-            cache[key] = graph
+        # Anything in the tree that can change the trace is in the key: each module's
+        # attribute assignments (version), train()/eval(), and its plain data attributes even
+        # when changed in place (see plait.tracing.cache_key). Parameter values are not: a
+        # graph reads them through `param` nodes when each row runs, so it never holds one.
+        # One graph per input shape: a changed state replaces it (the cache stays bounded
+        # when, say, a list attribute grows call after call).
+        state = graph_key(self)
+        cache: dict[Any, tuple[Any, InferenceGraph]] = self.__dict__["_graph_cache"]
+        cached = cache.get((num_args, kwarg_names))
+        if cached is not None and cached[0] == state:
+            return cached[1]
+        from plait.tracing.tracer import Tracer
+
+        graph = Tracer(self).trace(num_args, kwarg_names)
+        cache[(num_args, kwarg_names)] = (state, graph)
         return graph
 
     # --- pickling (Ray ships modules to workers) --------------------------------------------

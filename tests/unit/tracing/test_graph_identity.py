@@ -147,4 +147,37 @@ def test_train_and_eval_are_part_of_the_graph_cache_key() -> None:
     train_graph = pipe.train().graph_for(1)
     assert train_graph is not eval_graph
     assert train_graph.nodes["format"].target[0] == "train: "
-    assert pipe.eval().graph_for(1) is eval_graph
+    assert pipe.eval().graph_for(1).nodes["format"].target[0] == "eval: "
+
+
+def test_plain_data_changed_in_place_retraces_and_leaf_state_does_not() -> None:
+    class Tally(Module):
+        leaf = True
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: list[str] = []
+
+        def forward(self, text: str) -> str:
+            self.seen.append(text)  # run-time state of a leaf: not part of any trace
+            return text
+
+    class FewShot(Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.examples = ["2+2=4"]
+            self.llm = LLMInference(alias="a")
+            self.tally = Tally()
+
+        def forward(self, x: Any) -> Any:
+            return self.tally(self.llm("\n".join(self.examples) + f"\n{x}"))
+
+    pipe = FewShot()
+    first = pipe.graph_for(1)
+    assert pipe.graph_for(1) is first
+    pipe.tally.seen.append("row")
+    assert pipe.graph_for(1) is first
+    pipe.examples.append("3+3=6")  # in place: no __setattr__
+    second = pipe.graph_for(1)
+    assert second is not first
+    assert second.nodes["format"].target[0] == "2+2=4\n3+3=6\n"
