@@ -26,6 +26,7 @@ PlaitError
 ├── NodeExecutionError          a node failed; names node, module path, alias, source line
 ├── BatchError                  some rows of a batch failed; carries every failure + outputs
 ├── CheckpointError             a checkpoint does not match or cannot be read
+├── BudgetExceededError         a row was not started: budget_usd would be exceeded
 ├── BatchingError               micro-batcher misuse (plait.batching)
 │   ├── QueueFullError          backpressure="drop" and the queue is full
 │   ├── ExecutorOutputError     a batch executor returned the wrong number of outputs
@@ -53,6 +54,7 @@ __all__ = [
     "BadRequestError",
     "BatchError",
     "BatchingError",
+    "BudgetExceededError",
     "CallError",
     "CheckpointError",
     "ConfigError",
@@ -335,6 +337,13 @@ class FunctionalError(PlaitError, ValueError):
 
 class CheckpointError(PlaitError):
     """A checkpoint cannot be used as asked."""
+
+
+class BudgetExceededError(PlaitError):
+    """A row was not started because the run's ``budget_usd`` would be exceeded.
+
+    Its row is left for a later run (with ``checkpoint_dir``, finished rows are kept).
+    """
 
 
 class BatchingError(PlaitError):

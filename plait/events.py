@@ -22,6 +22,7 @@ EventKind = Literal[
     "node",  # a whole graph node, first attempt to result (attrs: kind)
     "row",  # a whole row, first node to output
     "ready",  # instant: a node became ready to run (for bubble detection)
+    "cache_hit",  # instant: an LLM call answered from the response cache (no request)
 ]
 
 

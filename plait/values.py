@@ -249,10 +249,10 @@ def llm_value(
         config: The endpoint's config (model name, prices per million tokens).
         latency: Seconds from sending (including waits and retries) to the parsed reply.
     """
+    from plait.pricing._cost import endpoint_price
+
     usage = response.usage
-    cost = (usage.input_tokens * float(getattr(config, "input_cost_per_1m", 0.0) or 0.0)
-            + usage.output_tokens * float(getattr(config, "output_cost_per_1m", 0.0) or 0.0)
-            ) / 1_000_000
+    cost = endpoint_price(config).cost(usage.input_tokens, usage.output_tokens)
     meta = {"alias": alias, "model": response.model or getattr(config, "model", ""),
             "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
             "cost_usd": cost, "latency_s": latency}

@@ -9,12 +9,14 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from plait.cache import MeteredRouter
 from plait.clients.base import Usage
-from plait.errors import ConfigError
+from plait.errors import BudgetExceededError, ConfigError
 from plait.execution.contract import Job, Row
 from plait.execution.interpreter import Interpreter
 from plait.execution.results import RowResult
 from plait.execution.shared import CALL_EVENTS
+from plait.pricing import Budget, RowBound
 from plait.resources.manager import ResourceManager
 from plait.resources.router import PoolRouter
 from plait.resources.stats import CALL_STATS, EndpointStats
@@ -39,6 +41,8 @@ class LocalExecutor:
     def __init__(self) -> None:
         self._stats: dict[str, dict[str, Any]] = {}
         self._call_stats: dict[str, EndpointStats] = {}
+        self.meter: MeteredRouter | None = None
+        self.budget: Budget | None = None
 
     def endpoint_stats(self) -> dict[str, dict[str, Any]]:
         """Per-alias statistics of the last job."""
@@ -56,20 +60,29 @@ class LocalExecutor:
         manager = job.manager or ResourceManager(settings.resources, events=job.events)
         try:
             await manager.start(sorted(job.graph.aliases()))
-            interp = Interpreter(job.graph, job.module, PoolRouter(manager), events=job.events,
+            # The metered router sits outside the pools: a cache hit takes no permit.
+            meter = self.meter = MeteredRouter(PoolRouter(manager), settings.resources,
+                                               cache=settings.cache, events=job.events)
+            budget = self.budget = (None if settings.budget_usd is None
+                                    else Budget(settings.budget_usd))
+            interp = Interpreter(job.graph, job.module, meter, events=job.events,
                                  max_concurrent=settings.max_concurrent)
             self._call_stats = {}
             async for result in _pipeline_rows(job, interp, settings.inflight_limit(),
-                                               self._call_stats):
+                                               self._call_stats, meter, budget):
                 yield result
         finally:
             self._stats = {alias: s.to_dict() for alias, s in self._call_stats.items()}
+            if self.meter is not None and self.meter.cache is not None:
+                for alias, hits in self.meter.hits_by_alias.items():
+                    self._stats.setdefault(alias, EndpointStats().to_dict())["cache_hits"] = hits
             if owned:
                 await manager.aclose()
 
 
 async def _pipeline_rows(job: Job, interp: Interpreter, limit: int,
-                         call_stats: dict[str, EndpointStats]) -> AsyncIterator[RowResult]:
+                         call_stats: dict[str, EndpointStats], meter: MeteredRouter,
+                         budget: Budget | None) -> AsyncIterator[RowResult]:
     finished: deque[RowResult] = deque()
     wake = asyncio.Event()
     running: set[asyncio.Task[None]] = set()
@@ -81,7 +94,9 @@ async def _pipeline_rows(job: Job, interp: Interpreter, limit: int,
     context.run(CALL_EVENTS.set, job.events)
     context.run(CALL_STATS.set, call_stats)
 
-    async def run_one(row: Row) -> None:
+    bound = None if budget is None else RowBound(job.graph, job.module, meter.price)
+
+    async def run_one(row: Row, reservation: float) -> None:
         index, args, kwargs = row
         started = time.perf_counter()
         try:
@@ -94,6 +109,10 @@ async def _pipeline_rows(job: Job, interp: Interpreter, limit: int,
             result = RowResult(index, outcome.output, None, outcome.input_tokens,
                                outcome.output_tokens, time.perf_counter() - started,
                                outcome.values)
+        spent = meter.pop_row(index)
+        result.cost_usd, result.cache_hits = spent.cost_usd, spent.cache_hits
+        if budget is not None:
+            budget.settle(reservation, spent.cost_usd)
         # Leave `running` before waking the consumer: a done-callback would run too late.
         running.discard(asyncio.current_task())  # type: ignore[arg-type]
         finished.append(result)
@@ -106,7 +125,17 @@ async def _pipeline_rows(job: Job, interp: Interpreter, limit: int,
                 if row is None:
                     exhausted = True
                     break
-                running.add(asyncio.create_task(run_one(row), context=context.copy()))
+                reservation = 0.0
+                if budget is not None and bound is not None:
+                    reservation = budget.reservation(bound.row(row[1], row[2]))
+                    if not budget.admit(reservation):
+                        # Rows not started are reported as such (and rerun on resume).
+                        budget.rows_not_started += 1
+                        finished.append(RowResult(row[0], error=_not_started(budget,
+                                                                             reservation)))
+                        break  # yield it before looking at the next row: memory stays flat
+                running.add(asyncio.create_task(run_one(row, reservation),
+                                                context=context.copy()))
             if not finished:
                 if exhausted and not running:
                     return
@@ -120,6 +149,14 @@ async def _pipeline_rows(job: Job, interp: Interpreter, limit: int,
             task.cancel()
         if running:
             await asyncio.gather(*running, return_exceptions=True)
+
+
+def _not_started(budget: Budget, reservation: float) -> BudgetExceededError:
+    return BudgetExceededError(
+        f"Row not started: budget_usd={budget.limit_usd:g} would be exceeded (spent "
+        f"${budget.spent_usd:.4f}, ${budget.reserved_usd:.4f} reserved by rows in flight, "
+        f"this row reserves ~${reservation:.4f}). Rerun with a larger budget_usd and the "
+        "same checkpoint_dir to run it; finished rows are not paid again.")
 
 
 def _node_hook(job: Job, index: int) -> Callable[[str, Any, Usage | None], None] | None:

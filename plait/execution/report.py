@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from plait.execution.shared import SharedRuntime
     from plait.graph import InferenceGraph
     from plait.module import Module
+    from plait.pricing import BudgetReport
     from plait.resources.manager import ResourceManager
 
 __all__ = ["RunObserver", "RunReport"]
@@ -40,6 +41,9 @@ class RunReport:
         endpoints: Alias -> requests, tokens, retries, 429s, cost estimate, latency.
         summary: With ``profile=True``: utilisation, bubbles and latency percentiles.
         profile_path: Where the Chrome trace was written, if profiling.
+        cost_usd: What this call's LLM calls cost (``plait.pricing`` prices).
+        cache: With ``cache=``: hits, misses, writes, corrupt entries, USD saved.
+        budget: With ``budget_usd=``: spent, rows done and rows not started.
     """
 
     wall_time: float = 0.0
@@ -48,6 +52,9 @@ class RunReport:
     resumed: int = 0
     endpoints: dict[str, dict[str, Any]] = field(default_factory=dict[str, dict[str, Any]])
     profile_path: Path | None = None
+    cost_usd: float = 0.0
+    cache: dict[str, Any] | None = None
+    budget: BudgetReport | None = None
     _summarize: Callable[[], RunSummary] | None = field(default=None, repr=False)
     _summary: RunSummary | None = field(default=None, repr=False)
 
@@ -68,6 +75,8 @@ class RunReport:
             "resumed": self.resumed, "endpoints": self.endpoints,
             "summary": self.summary.to_dict() if self.summary is not None else None,
             "profile_path": str(self.profile_path) if self.profile_path else None,
+            "cost_usd": self.cost_usd, "cache": self.cache,
+            "budget": self.budget.to_dict() if self.budget is not None else None,
         }
 
 
@@ -101,7 +110,8 @@ class RunObserver:
         report.rows += 1
         failed = result.error is not None
         report.failed += failed
-        self.progress.update(1, failed=failed)
+        report.cost_usd += result.cost_usd
+        self.progress.update(1, failed=failed, cost_usd=result.cost_usd)
         if self.settings.on_progress is not None:
             self.settings.on_progress(report.rows, self.total)
 
@@ -111,6 +121,12 @@ class RunObserver:
         report = self.report
         report.wall_time = wall_time
         report.endpoints = executor.endpoint_stats()
+        meter = getattr(executor, "meter", None)
+        if meter is not None and meter.cache is not None:
+            report.cache = meter.counters.to_dict()
+        budget = getattr(executor, "budget", None)
+        if budget is not None:
+            report.budget = budget.report()
         if self.checkpoint is not None:
             report.resumed = self.checkpoint.resumed
         if self.profiler is not None:

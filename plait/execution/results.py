@@ -20,6 +20,8 @@ class RowResult:
         output_tokens: Tokens received by the row's LLM calls.
         latency: Seconds from the row's start to its end.
         record: Node values of the row (training mode only, for backward()).
+        cost_usd: What the row's LLM calls cost (``plait.pricing`` prices; 0 for hits).
+        cache_hits: The row's LLM calls answered from the response cache.
     """
 
     index: int
@@ -29,6 +31,8 @@ class RowResult:
     output_tokens: int = 0
     latency: float = 0.0
     record: dict[str, Any] | None = field(default=None, repr=False)
+    cost_usd: float = 0.0
+    cache_hits: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,6 +52,10 @@ class ResolvedSettings:
         profile: Record a Chrome trace.
         profile_path: Where to write the trace (default ``plait-trace.json``).
         executor_options: Options for the executor (e.g. Ray address, rows per task).
+        cache: A response-cache directory (or ``plait.cache.ResponseCache``): replies are
+            stored and reused; a hit costs no request. None: no cache.
+        budget_usd: Stop starting rows once spent + in-flight reservations would exceed
+            this many USD (see ``plait.pricing``). None: no budget.
     """
 
     resources: ResourceConfig = field(default_factory=ResourceConfig)
@@ -67,6 +71,8 @@ class ResolvedSettings:
     profile: bool = False
     profile_path: Path | None = None
     executor_options: Mapping[str, Any] = field(default_factory=dict[str, Any])
+    cache: Any = None
+    budget_usd: float | None = None
 
     def inflight_limit(self) -> int:
         """Rows to keep in flight."""
@@ -214,6 +220,14 @@ def normalize(settings: Mapping[str, Any]) -> dict[str, Any]:
                                   or value < 1):
             raise ConfigError(f"{key} must be an integer >= 1, got {value!r}. Use None for "
                               "the default.")
+    if out.get("cache") is not None:
+        from plait.cache import as_cache
+
+        out["cache"] = as_cache(out["cache"])
+    if out.get("budget_usd") is not None:
+        from plait.pricing import Budget
+
+        Budget(out["budget_usd"])  # checks the value, naming it
     if out.get("resume", "auto") not in ("auto", "force", "fresh"):
         raise ConfigError(f"resume must be 'auto', 'force' or 'fresh', got {out['resume']!r}.")
     return out

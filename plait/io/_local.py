@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from plait.errors import BudgetExceededError
 from plait.events import EventSink
 from plait.execution.checkpointing import pipeline_hash
 from plait.execution.contract import Job, Row
@@ -65,18 +66,23 @@ async def arun_dataset_local(
     progress: bool | None = None,
     max_inflight: int | None = None,
     events: EventSink | None = None,
+    cache: Any = None,
+    budget_usd: float | None = None,
 ) -> DatasetSummary:
     """Run ``pipeline`` over every row of ``source``, writing a Parquet dataset to ``output``.
 
     Rows are pipelined across chunks; a chunk's part file is committed once all its rows are
-    done. See :mod:`plait.io` for the output schema and resume rules.
+    done. See :mod:`plait.io` for the output schema and resume rules. ``cache`` and
+    ``budget_usd`` are the ``ExecutionSettings`` of those names; rows a budget did not start
+    are not committed, so a rerun with the same output runs them.
 
     Example:
         >>> summary = await arun_dataset_local(pipeline, "in.parquet", "out/",
         ...                                    resources="resources.yaml")  # doctest: +SKIP
     """
     started = time.perf_counter()
-    overrides: dict[str, Any] = {"max_inflight": max_inflight}
+    overrides: dict[str, Any] = {"max_inflight": max_inflight, "cache": cache,
+                                 "budget_usd": budget_usd}
     if resources is not None:
         overrides["resources"] = resources
     settings, _ = resolve_settings(overrides, pipeline.__dict__.get("_bound"))
@@ -106,8 +112,10 @@ async def arun_dataset_local(
     bar.update(sum(hi - lo for lo, hi in committed))
     try:
         async for result in LocalExecutor().execute(job):
+            if isinstance(result.error, BudgetExceededError):
+                continue  # not started: left uncommitted for the next run
             ran += 1
-            bar.update(failed=result.error is not None)
+            bar.update(failed=result.error is not None, cost_usd=result.cost_usd)
             state = open_chunks[owner.pop(result.index)]
             state.results[result.index] = result
             if len(state.results) == state.chunk.table.num_rows:

@@ -10,6 +10,8 @@ input_tokens    int64, tokens sent by the row's LLM calls
 output_tokens   int64, tokens received
 latency_s       float64, seconds from the row's first node to its output
 row_id          int64, the row's position in the source (stable across runs and resumes)
+cost_usd        float64, what the row's LLM calls cost (plait.pricing prices; 0 for hits)
+cache_hits      int64, the row's LLM calls answered from the response cache (cache=...)
 ```
 
 Values Arrow cannot hold as one typed column (mixed types across rows) fall back to JSON text,
@@ -31,7 +33,8 @@ from plait.serialize import jsonable_default
 
 __all__ = ["RESULT_COLUMNS", "check_input_columns", "error_text", "plain_value", "result_table"]
 
-RESULT_COLUMNS = ("output", "error", "input_tokens", "output_tokens", "latency_s", "row_id")
+RESULT_COLUMNS = ("output", "error", "input_tokens", "output_tokens", "latency_s", "row_id",
+                  "cost_usd", "cache_hits")
 
 
 def check_input_columns(names: Sequence[str]) -> None:
@@ -99,6 +102,8 @@ def result_table(inputs: Table, row_ids: Sequence[int],
     tokens_in: list[int] = []
     tokens_out: list[int] = []
     latency: list[float] = []
+    costs: list[float] = []
+    hits: list[int] = []
     for row_id in row_ids:
         result = results.get(row_id)
         if result is None:
@@ -108,6 +113,8 @@ def result_table(inputs: Table, row_ids: Sequence[int],
         tokens_in.append(result.input_tokens)
         tokens_out.append(result.output_tokens)
         latency.append(result.latency)
+        costs.append(result.cost_usd)
+        hits.append(result.cache_hits)
     table = inputs
     for name, array in (
         ("output", _output_array(outputs)),
@@ -116,6 +123,8 @@ def result_table(inputs: Table, row_ids: Sequence[int],
         ("output_tokens", pa.array(tokens_out, type=pa.int64())),
         ("latency_s", pa.array(latency, type=pa.float64())),
         ("row_id", pa.array(row_ids, type=pa.int64())),
+        ("cost_usd", pa.array(costs, type=pa.float64())),
+        ("cache_hits", pa.array(hits, type=pa.int64())),
     ):
         table = table.append_column(name, array)
     return table

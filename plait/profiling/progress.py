@@ -16,8 +16,8 @@ __all__ = ["Progress", "make_progress"]
 class Progress(Protocol):
     """A row counter that also shows how many rows failed."""
 
-    def update(self, n: int = 1, failed: bool = False) -> None:
-        """Count ``n`` finished rows; ``failed=True`` also counts them as failures."""
+    def update(self, n: int = 1, failed: bool = False, cost_usd: float = 0.0) -> None:
+        """Count ``n`` finished rows (``failed``: as failures) that cost ``cost_usd``."""
         ...
 
     def close(self) -> None:
@@ -39,7 +39,7 @@ class _NullProgress:
 
     __slots__ = ()
 
-    def update(self, n: int = 1, failed: bool = False) -> None:
+    def update(self, n: int = 1, failed: bool = False, cost_usd: float = 0.0) -> None:
         """Do nothing."""
 
     def close(self) -> None:
@@ -60,25 +60,42 @@ class _NullProgress:
 class _TqdmProgress:
     """A tqdm bar with the failure count in its postfix."""
 
-    __slots__ = ("_bar", "_closed", "failed")
+    __slots__ = ("_bar", "_closed", "failed", "spent")
 
     def __init__(self, bar: Any) -> None:
         self._bar = bar
         self._closed = False
         self.failed = 0
+        self.spent = 0.0
 
     @property
     def count(self) -> int:
         """Rows counted so far."""
         return int(self._bar.n)
 
-    def update(self, n: int = 1, failed: bool = False) -> None:
-        """Count ``n`` finished rows; ``failed=True`` also counts them as failures."""
+    def update(self, n: int = 1, failed: bool = False, cost_usd: float = 0.0) -> None:
+        """Count ``n`` finished rows (``failed``: as failures) that cost ``cost_usd``.
+
+        The postfix shows failures and, once anything was paid, the spend and the cost per
+        row so far.
+        """
         if failed:
             self.failed += n
+        if cost_usd:
+            self.spent += cost_usd
+        if failed or cost_usd:
             # Only touch the postfix when it changes: set_postfix_str forces a refresh.
-            self._bar.set_postfix_str(f"failed={self.failed}", refresh=False)
+            self._bar.set_postfix_str(self.postfix(self._bar.n + n), refresh=False)
         self._bar.update(n)
+
+    def postfix(self, rows: int) -> str:
+        """"failed=2, $0.0123 ($0.00012/row)" (parts omitted while zero)."""
+        parts: list[str] = []
+        if self.failed:
+            parts.append(f"failed={self.failed}")
+        if self.spent:
+            parts.append(f"${self.spent:.4f} (${self.spent / max(rows, 1):.6f}/row)")
+        return ", ".join(parts)
 
     def close(self) -> None:
         """Finish the bar (idempotent)."""

@@ -28,7 +28,8 @@ from plait.events import Event
 
 __all__ = ["TraceProfiler", "assign_lanes", "chrome_trace"]
 
-_ENDPOINT_KINDS = frozenset({"request", "queue_wait", "rate_wait", "retry", "rate_limited"})
+_ENDPOINT_KINDS = frozenset({"request", "queue_wait", "rate_wait", "retry", "rate_limited",
+                             "cache_hit"})
 # Perfetto keys thread names by tid alone, so tids are unique across the whole trace and kept
 # clear of the small pids (a tid equal to its pid would be taken for the main thread).
 _FIRST_TID = 1000
@@ -232,7 +233,8 @@ class _TraceBuilder:
         for event, tid in zip(waits, self._laned(pid, "waits", waits), strict=True):
             args = {"node_id": event.node_id, "row": event.row, **_attrs(event)}
             self._span(event, event.kind, pid, tid, args)
-        self._add_instants(pid, [e for e in events if e.kind in ("retry", "rate_limited")])
+        self._add_instants(pid, [e for e in events
+                                 if e.kind in ("retry", "rate_limited", "cache_hit")])
         self._add_counter(pid, "in_flight", requests)
         self._add_counter(pid, "queued", [e for e in waits if e.kind == "queue_wait"])
         self._add_counter(pid, "rate_waiting", [e for e in waits if e.kind == "rate_wait"])
@@ -265,7 +267,8 @@ class _TraceBuilder:
         tid = self._thread(pid, "retries & 429s")
         for event in instants:
             # A 429 throttles the whole endpoint (process scope); a retry concerns one call.
-            name, scope = ("429", "p") if event.kind == "rate_limited" else ("retry", "t")
+            name, scope = {"rate_limited": ("429", "p"), "cache_hit": ("cache hit", "t")
+                           }.get(event.kind, ("retry", "t"))
             args = {"node_id": event.node_id, "row": event.row, **_attrs(event)}
             self._emit(
                 {
