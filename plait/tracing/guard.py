@@ -6,8 +6,9 @@ nothing to the real text. While forward() runs, a profile hook sees every call o
 method: one made from user code on a string that holds a placeholder of this trace raises a
 ``TraceError`` at that line, before the method runs.
 
-The hook is only installed when no other profiler is active (``sys.getprofile()`` is None), so
-tracing never disturbs cProfile and friends; the two-encoding comparison still applies then.
+The hook is only installed once the trace has made a placeholder, and only when no other
+profiler is active (``sys.getprofile()`` is None), so tracing never disturbs cProfile and
+friends; the two-encoding comparison still applies then.
 """
 
 from __future__ import annotations
@@ -15,14 +16,13 @@ from __future__ import annotations
 import os
 import sys
 import sysconfig
-from collections.abc import Callable, Generator
-from contextlib import contextmanager
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
 from plait.errors import TraceError
 
-__all__ = ["watching_strings"]
+__all__ = ["StringGuard"]
 
 _PLAIT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 # Library code (stdlib, installed packages) is skipped when naming the user's line.
@@ -33,37 +33,49 @@ _SAFE = frozenset({"join", "__str__", "__add__", "__mul__", "__rmul__", "__getne
                    "__sizeof__", "__reduce__", "__reduce_ex__"})
 
 
-@contextmanager
-def watching_strings(prefix: str) -> Generator[None]:
-    """Refuse built-in methods called from user code on strings containing ``prefix``."""
-    if sys.getprofile() is not None:
-        yield
-        return
+class StringGuard:
+    """Refuses built-in methods called from user code on strings containing ``prefix``.
 
-    def hook(frame: FrameType, event: str, arg: Any) -> None:
-        if event != "c_call":
-            return
-        owner = getattr(arg, "__self__", None)
-        if not isinstance(owner, str) or str.find(owner, prefix) < 0:
-            return
-        name: str = getattr(arg, "__name__", "?")
-        if name in _SAFE or frame.f_code.co_filename.startswith(_PLAIT_DIR):
-            return
-        raise TraceError(
-            f"Cannot call .{name}() on a string that contains a traced value in forward() "
-            f"({_where(frame)}): it would run once, on a placeholder, not on each row's text. "
-            "Apply it to the value itself, which records it in the graph (t.replace('a', 'b'), "
-            "f\"{t}\".split(',')), use a plait.functional op (F.render, F.strip, F.upper, ...), "
-            "or do it in a leaf module (a Module with `leaf = True` runs its forward() on real "
-            "values)."
-        )
+    ``start()`` is called when the trace makes its first placeholder, so a forward() that
+    never formats a traced value pays nothing; ``stop()`` at the end of the trace.
+    """
 
-    installed: Callable[..., Any] = hook
-    sys.setprofile(installed)
-    try:
-        yield
-    finally:
-        sys.setprofile(None)
+    def __init__(self, prefix: str) -> None:
+        self._prefix = prefix
+        self._hook: Callable[..., Any] | None = None
+
+    def start(self) -> None:
+        """Install the hook (once, and only when no other profiler is active)."""
+        if self._hook is not None or sys.getprofile() is not None:
+            return
+        prefix = self._prefix
+
+        def hook(frame: FrameType, event: str, arg: Any) -> None:
+            if event != "c_call":
+                return
+            owner = getattr(arg, "__self__", None)
+            if not isinstance(owner, str) or str.find(owner, prefix) < 0:
+                return
+            name: str = getattr(arg, "__name__", "?")
+            if name in _SAFE or frame.f_code.co_filename.startswith(_PLAIT_DIR):
+                return
+            raise TraceError(
+                f"Cannot call .{name}() on a string that contains a traced value in forward() "
+                f"({_where(frame)}): it would run once, on a placeholder, not on each row's "
+                "text. Apply it to the value itself, which records it in the graph "
+                "(t.replace('a', 'b'), f\"{t}\".split(',')), use a plait.functional op "
+                "(F.render, F.strip, F.upper, ...), or do it in a leaf module (a Module with "
+                "`leaf = True` runs its forward() on real values)."
+            )
+
+        self._hook = hook
+        sys.setprofile(hook)
+
+    def stop(self) -> None:
+        """Remove the hook if it is still the active profile function."""
+        if self._hook is not None and sys.getprofile() is self._hook:
+            sys.setprofile(None)
+        self._hook = None
 
 
 def _where(frame: FrameType) -> str:

@@ -23,9 +23,14 @@ from pydantic import BaseModel
 from plait.errors import PlaitError, TraceError
 from plait.graph import FormatField, GraphNode, InferenceGraph, NodeKind, Ref, iter_refs
 from plait.tracing.compare import WHAT_TO_DO, check_same_graph, forward_location
-from plait.tracing.context import reset_active_tracer, set_active_tracer, user_source_location
+from plait.tracing.context import (
+    active_tracer,
+    reset_active_tracer,
+    set_active_tracer,
+    user_source_location,
+)
 from plait.tracing.encoding import Encoding, compact, looks_like_placeholder, wide
-from plait.tracing.guard import watching_strings
+from plait.tracing.guard import StringGuard
 from plait.tracing.proxy import Proxy
 from plait.tracing.signature import check_call_fits, positional_names
 from plait.tracing.text import TracedText
@@ -58,6 +63,7 @@ class Tracer:
         self._param_names: dict[int, str] = {id(p): n for n, p in root.named_parameters()}
         self._stack: list[str] = [""]
         self._second = False
+        self._guard = StringGuard(self.encoding.prefix)
 
     # --- entry point ----------------------------------------------------------------------
     def trace(self, num_args: int, kwarg_names: Sequence[str]) -> InferenceGraph:
@@ -83,11 +89,13 @@ class Tracer:
         input_ids = list(self.nodes)
         token = set_active_tracer(self)
         try:
-            with watching_strings(self.encoding.prefix):
+            try:
                 if self.is_leaf_module(self.root):  # a leaf (e.g. an LLMInference) called alone
                     result = self.call_module(self.root, tuple(args), kwargs)
                 else:
                     result = self._run_forward(self.root, args, kwargs)
+            finally:
+                self._guard.stop()
             if result is None:
                 raise TraceError(
                     f"{type(self.root).__name__}.forward() returned None. Return the value the "
@@ -179,6 +187,8 @@ class Tracer:
 
         ``is_text``: the node's value is known to be a ``str`` (a Parameter's value).
         """
+        if active_tracer() is self:  # (a stale proxy formatted after its trace: no hook)
+            self._guard.start()  # from the first placeholder on, str methods on them refused
         self._sentinels.append((node_id, conversion, spec, is_text))
         placeholder = self.encoding.placeholder(len(self._sentinels) - 1)
         return TracedText.make(self, placeholder, node_id, conversion, spec, is_text)

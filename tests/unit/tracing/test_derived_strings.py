@@ -199,3 +199,16 @@ def test_a_model_built_from_a_traced_value_is_refused(same_as_python: SameAsPyth
     with pytest.raises(TraceError, match="Question built from a traced value") as info:
         same_as_python(lambda self, t: Question(text=f"{t}"), "x")
     assert "returned by forward() of Pipe (defined at conftest.py:" in str(info.value)
+
+
+def test_tracing_leaves_no_profile_hook_behind(same_as_python: SameAsPython) -> None:
+    import sys
+
+    kept: list[Any] = []
+    same_as_python(lambda self, t: kept.append(t) or self.llm(f"Q: {t}"), "x")
+    assert sys.getprofile() is None
+    f"{kept[0]}"  # a stale proxy formatted after its trace
+    assert sys.getprofile() is None
+    with pytest.raises(TraceError):
+        same_as_python(lambda self, t: self.llm(f"Q: {t}".replace("a", "b")), "x")
+    assert sys.getprofile() is None
