@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from plait.cache import MeteredRouter, ResponseCache
 from plait.clients.base import LLMRequest, Usage
 from plait.errors import PlaitError
 from plait.events import Event
@@ -145,6 +146,8 @@ class WorkerRuntime:
         global_permits: One permit per LLM request across all aliases, held for the whole
             call as the local ``max_concurrent`` is (the call's cluster-wide cap from
             ``plait_ray.limits.caps``), or None.
+        cache: The response cache (a directory every node can read and write), or None.
+            It is consulted before the global permit and the pools: a hit costs nothing.
 
     Example:
         >>> runtime = WorkerRuntime(module, graph, resources, options=RuntimeOptions())
@@ -163,6 +166,7 @@ class WorkerRuntime:
         permit_factory: PermitFactory | None = None,
         client_factory: ClientFactory | None = None,
         global_permits: GlobalPermits | None = None,
+        cache: ResponseCache | None = None,
     ) -> None:
         self.options = options or RuntimeOptions()
         self.graph = graph
@@ -173,6 +177,8 @@ class WorkerRuntime:
         self.router: Router = PoolRouter(self.manager)
         if global_permits is not None:
             self.router = _CappedRouter(self.router, global_permits)
+        self.meter = MeteredRouter(self.router, resources, cache=cache, events=events)
+        self.router = self.meter
         self.interpreter = Interpreter(graph, module, self.router, events=events,
                                        max_concurrent=self.options.max_concurrent)
         self._slots = asyncio.Semaphore(self.options.max_inflight)
@@ -206,10 +212,14 @@ class WorkerRuntime:
                     args, kwargs, row=index, preset=preset, record=self.options.record,
                     on_node=hook)
         except Exception as exc:
+            spent = self.meter.pop_row(index)
             return RowResult(index, error=portable_error(exc),
-                             latency=time.perf_counter() - started)
+                             latency=time.perf_counter() - started, cost_usd=spent.cost_usd,
+                             cache_hits=spent.cache_hits)
+        spent = self.meter.pop_row(index)
         return RowResult(index, outcome.output, None, outcome.input_tokens,
-                         outcome.output_tokens, time.perf_counter() - started, outcome.values)
+                         outcome.output_tokens, time.perf_counter() - started, outcome.values,
+                         spent.cost_usd, spent.cache_hits)
 
     async def call_node(self, node_id: str, request: LLMRequest,
                         row: int | None) -> tuple[Any, Usage]:
@@ -248,8 +258,13 @@ class WorkerRuntime:
         return [t.result() for t in tasks]
 
     def stats(self) -> dict[str, dict[str, Any]]:
-        """Per-alias request statistics of this runtime."""
-        return self.manager.stats()
+        """Per-alias request statistics of this runtime (with ``cache_hits`` when caching)."""
+        stats = self.manager.stats()
+        if self.meter.cache is not None:
+            for alias in self.graph.aliases():
+                entry = stats.setdefault(alias, {})
+                entry["cache_hits"] = self.meter.hits_by_alias.get(alias, 0)
+        return stats
 
     async def aclose(self) -> None:
         """Close the clients (in-flight rows should be finished or cancelled first)."""

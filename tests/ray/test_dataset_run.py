@@ -91,7 +91,8 @@ def test_list_source_schema_and_resume(local_ray: None, server: LLMServer, tmp_p
     table = pq.read_table(out)  # plain Parquet readers see only the parts
     assert sorted(table.column("row_id").to_pylist()) == list(range(250))
     assert table.column_names == ["text", "n", "output", "error", "input_tokens",
-                                  "output_tokens", "latency_s", "row_id"]
+                                  "output_tokens", "latency_s", "row_id", "cost_usd",
+                                  "cache_hits"]
     row = read_output(out).slice(7, 1).to_pylist()[0]
     assert row["text"] == "t7" and row["output"] == "[m] echo: Say: t7"
     assert row["error"] is None and row["output_tokens"] > 0

@@ -87,7 +87,7 @@ def test_read_plait_filter_write(cluster: Cluster, server: LLMServer, tmp_path: 
 
     table = pq.read_table(tmp_path / "out")
     assert table.column_names == ["body", "n", "output", "error", "input_tokens",
-                                  "output_tokens", "latency_s"]
+                                  "output_tokens", "latency_s", "cost_usd", "cache_hits"]
     rows = table.to_pylist()
     assert len(rows) == ROWS - 1
     assert sorted(r["n"] for r in rows) == sorted(set(range(ROWS)) - {45})
