@@ -7,6 +7,7 @@ output with pyarrow (both use :mod:`plait.io`).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
 import importlib.util
 import inspect
@@ -14,6 +15,7 @@ import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -21,6 +23,7 @@ from typing import Any
 from plait.errors import ConfigError, PlaitError
 from plait.io import DatasetSummary, OutputDir, run_dataset_local
 from plait.io._arrow import pq
+from plait.io._retry import aretry_failed_local, failed_parts
 from plait.module import Module
 
 __all__ = ["DISTRIBUTION", "load_pipeline", "main", "parse_columns", "parse_env",
@@ -50,8 +53,7 @@ def _parser() -> argparse.ArgumentParser:
                           "workers, at most 1000)")
     run.add_argument("--workers", type=int, help="Ray worker actors (ray executor)")
     run.add_argument("--keep-failed", action="store_true",
-                     help="On resume, keep committed failed rows instead of retrying them "
-                          "(ray executor)")
+                     help="On resume, keep committed failed rows instead of retrying them")
     run.add_argument("--env", action="append", default=[], metavar="NAME[=VALUE]",
                      help="Environment variable for the Ray workers (repeatable); NAME alone "
                           "copies it from this shell. Values show in Ray's logs: for keys "
@@ -201,10 +203,7 @@ def _run(args: argparse.Namespace) -> DatasetSummary:
     columns = parse_columns(args.columns)
     progress = False if args.no_progress else None
     if args.executor == "local":
-        return run_dataset_local(pipeline, args.input, args.output, resources=args.resources,
-                                 columns=columns, resume=args.resume,
-                                 rows_per_chunk=args.rows_per_chunk or 1000,
-                                 progress=progress)
+        return _run_local(args, pipeline, columns, progress)
     try:
         cloudpickle: Any = importlib.import_module("ray.cloudpickle")
         dataset: Any = importlib.import_module("plait_ray.dataset")
@@ -223,6 +222,24 @@ def _run(args: argparse.Namespace) -> DatasetSummary:
         progress=progress, profile=args.profile, retry_failed=not args.keep_failed,
         executor_options=_ray_options(args))
     return summary
+
+
+def _run_local(args: argparse.Namespace, pipeline: Module, columns: dict[str, str] | None,
+               progress: bool | None) -> DatasetSummary:
+    """The local run, then (by default) the failed rows that earlier runs committed."""
+    out = OutputDir(args.output)
+    earlier = [] if args.keep_failed or args.resume == "fresh" else failed_parts(out)
+    summary = run_dataset_local(pipeline, args.input, args.output, resources=args.resources,
+                                columns=columns, resume=args.resume,
+                                rows_per_chunk=args.rows_per_chunk or 1000, progress=progress)
+    if not earlier:
+        return summary
+    # run_dataset_local checked the output belongs to this pipeline and input first.
+    retried, _ = asyncio.run(aretry_failed_local(pipeline, args.output, earlier,
+                                                 resources=args.resources, columns=columns))
+    total = out.committed_stats()
+    return replace(summary, errors=total.errors, input_tokens=total.input_tokens,
+                   output_tokens=total.output_tokens, rows_run=summary.rows_run + retried)
 
 
 def sample_errors(output: str | os.PathLike[str], limit: int = 3) -> list[tuple[int, str]]:

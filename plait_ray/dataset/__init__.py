@@ -19,6 +19,7 @@ from typing import Any
 
 import ray
 
+from plait.cache import as_cache
 from plait.errors import ConfigError
 from plait.execution.checkpointing import pipeline_hash
 from plait.execution.settings import resolve_settings
@@ -32,6 +33,7 @@ from plait.io import (
     read_output,
     resolve_columns,
 )
+from plait.io._retry import failed_parts
 from plait.module import Module
 from plait.profiling.progress import make_progress
 from plait.profiling.trace import TraceProfiler
@@ -70,6 +72,7 @@ def run_dataset(
     progress: bool | None = None,
     profile: str | Path | None = None,
     executor_options: Mapping[str, Any] | None = None,
+    cache: Any = None,
 ) -> DatasetSummary:
     """Run ``pipeline`` over every row of ``source`` on Ray; write a Parquet dataset.
 
@@ -98,6 +101,9 @@ def run_dataset(
             ``max_chunks_in_flight`` (2 per worker), ``limits_namespace``,
             ``metrics`` (True), ``worker_start_timeout_s`` (120), ``max_inflight``,
             ``max_concurrent``.
+        cache: A response-cache directory (``plait.cache``): replies are stored there and
+            reused by any later run, on any node. On a cluster it must be a path every node
+            mounts (NFS, EFS, a shared disk): a node-local directory only serves that node.
 
     Returns:
         Counts of the whole output, and this call's cost and time.
@@ -147,7 +153,7 @@ def run_dataset(
         workers=count,
         namespace=hold_cluster_resources(settings.resources, graph.aliases(), options),
         metrics=bool(options.get("metrics", True)), collect_events=profile is not None,
-        env_file=options.get("env_file"),
+        env_file=options.get("env_file"), cache=as_cache(cache),
     )
     payload_ref: Any = ray.put(payload)  # pyright: ignore[reportUnknownMemberType]
     fleet = Fleet(payload_ref, count, _actor_options(options),
@@ -205,13 +211,7 @@ def _chunk_size(total: int | None, workers: int) -> int:
 
 def _failed_parts(out: OutputDir) -> list[tuple[PartRetry, int]]:
     """Committed parts holding failed rows, with their failed-row counts (from footers)."""
-    failed: list[tuple[PartRetry, int]] = []
-    for path in out.part_paths():
-        errors = out.part_stats(path).errors
-        if errors:
-            start, end = (int(x) for x in path.stem.split("-")[1:3])
-            failed.append((PartRetry(start, end), errors))
-    return failed
+    return [(PartRetry(start, end), errors) for start, end, errors in failed_parts(out)]
 
 
 def _default_workers() -> int:

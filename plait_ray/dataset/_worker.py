@@ -13,7 +13,6 @@ atomically, with the rows that succeeded before kept as they were.
 from __future__ import annotations
 
 import asyncio
-import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,17 +21,8 @@ from typing import TYPE_CHECKING, Any
 from plait.events import Event, EventSink
 from plait.execution.contract import Row
 from plait.execution.results import RowResult
-from plait.io import (
-    RESULT_COLUMNS,
-    Chunk,
-    ChunkStats,
-    ColumnMap,
-    OutputDir,
-    chunk_result,
-    chunk_rows,
-    result_table,
-)
-from plait.io._arrow import pa, pq
+from plait.io import Chunk, ChunkStats, ColumnMap, OutputDir, chunk_result, chunk_rows
+from plait.io._retry import failed_rows, rewrite_part
 from plait_ray.dataset._env_file import load_env_file
 from plait_ray.limits import leased_permit_factory
 from plait_ray.metrics import RayMetricsSink
@@ -40,6 +30,7 @@ from plait_ray.replica_client import replica_client_factory
 from plait_ray.runtime import EventCollector, RuntimeOptions, WorkerRuntime
 
 if TYPE_CHECKING:
+    from plait.cache import ResponseCache
     from plait.graph import InferenceGraph
     from plait.module import Module
     from plait.resources.config import EndpointConfig, ResourceConfig
@@ -47,8 +38,6 @@ if TYPE_CHECKING:
     from plait.resources.permits import PermitSource
 
 __all__ = ["ChunkDone", "ClosingPermits", "DatasetPayload", "DatasetWorker"]
-
-pc: Any = importlib.import_module("pyarrow.compute")
 
 
 @dataclass
@@ -87,6 +76,7 @@ class DatasetPayload:
     metrics: bool = True
     collect_events: bool = False
     env_file: str | None = None
+    cache: ResponseCache | None = None
 
 
 class ClosingPermits:
@@ -127,7 +117,8 @@ class DatasetWorker:
         self._runtime = WorkerRuntime(payload.module, payload.graph, payload.resources,
                                       options=payload.options, events=self._sink(),
                                       permit_factory=self._permits,
-                                      client_factory=replica_client_factory())
+                                      client_factory=replica_client_factory(),
+                                      cache=payload.cache)
         self._mapping = payload.mapping
         self._out = OutputDir(payload.output)
         self._rows_done = [0, 0]  # succeeded, failed
@@ -171,25 +162,15 @@ class DatasetWorker:
         """Run the failed rows of the committed part [start, end) again; rewrite the part.
 
         Returns:
-            The rewritten part's counts; ``rows`` counts only the rows run again.
+            Counts of the rows run again (not of the whole part).
         """
-        path = self._out.part_path(start, end)
-        table: Any = await asyncio.to_thread(pq.read_table, path)
-        table = table.replace_schema_metadata(None)
-        failed = [i for i, e in enumerate(table.column("error").to_pylist()) if e is not None]
-        if not failed:
+        table, rows = await asyncio.to_thread(failed_rows, self._out, start, end,
+                                              self._mapping)
+        if not rows:
             return ChunkDone(ChunkStats(skipped=True))
-        inputs = table.drop_columns(list(RESULT_COLUMNS)).take(failed)
-        row_ids = [start + i for i in failed]
-        rows = [(row_id, args, kwargs) for row_id, (_, args, kwargs)
-                in zip(row_ids, chunk_rows(Chunk(0, inputs), self._mapping), strict=True)]
         results = await self._run(rows)
-        retried = result_table(inputs, row_ids, {r.index: r for r in results})
-        kept = table.filter(pc.is_null(table.column("error")))
-        merged = pa.concat_tables([kept, retried], promote_options="permissive")
-        merged = merged.sort_by("row_id")
-        stats = _table_stats(merged)
-        await asyncio.to_thread(self._out.write_part, start, end, merged, stats)
+        await asyncio.to_thread(rewrite_part, self._out, start, end, table,
+                                {r.index: r for r in results})
         errors = sum(r.error is not None for r in results)
         if self._metrics is not None:
             self._metrics.rows_finished(len(results) - errors, errors)
@@ -223,10 +204,3 @@ class DatasetWorker:
         await self._permits.aclose()
         return stats
 
-
-def _table_stats(table: Any) -> ChunkStats:
-    errors = table.column("error").null_count
-    return ChunkStats(rows=table.num_rows, errors=table.num_rows - errors,
-                      input_tokens=int(pc.sum(table.column("input_tokens")).as_py() or 0),
-                      output_tokens=int(pc.sum(table.column("output_tokens")).as_py()
-                                        or 0))

@@ -18,7 +18,7 @@ import yaml
 from plait.cli import main, parse_columns, parse_env
 from plait.errors import ConfigError
 from plait.io import read_output
-from plait.testing import LLMServer
+from plait.testing import Fault, LLMServer
 
 PIPELINE = textwrap.dedent("""
     from plait import LLMInference, Module
@@ -128,3 +128,29 @@ def test_env_names_must_be_set_to_be_copied() -> None:
     assert parse_env(["A=1", "B"], {"B": "2"}) == {"A": "1", "B": "2"}
     with pytest.raises(ConfigError, match="--env NOPE=VALUE"):
         parse_env(["NOPE"], {})
+
+
+def test_local_failed_rows_exit_1_then_resume_retries_only_them(
+        project: tuple[Path, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    root, server = project
+    yaml_path = root / "resources.yaml"
+    config = yaml.safe_load(yaml_path.read_text())
+    config["endpoints"]["fast"]["max_retries"] = 0
+    yaml_path.write_text(yaml.safe_dump(config))
+    server.add_faults(Fault("500", match="r4", times=1), Fault("500", match="r17", times=1))
+    assert main(_args(root)) == 1
+    err = capsys.readouterr().err
+    assert "2 rows failed" in err and "row 4:" in err and "row 17:" in err
+    before = server.stats().total_requests
+    assert main(_args(root)) == 0
+    out = capsys.readouterr().out
+    assert "errors:  0" in out and "(2 run now" in out
+    assert server.stats().total_requests - before == 2
+    table = read_output(root / "out")
+    assert table.column("row_id").to_pylist() == list(range(30))
+    assert table.column("output").to_pylist()[17] == "[m] echo: Shout: r17"
+    server.add_faults(Fault("500", match="r9", times=1))
+    assert main([*_args(root), "--resume", "fresh"]) == 1
+    capsys.readouterr()
+    assert main([*_args(root), "--keep-failed"]) == 1  # kept: nothing ran, still failing
+    assert "(0 run now" in capsys.readouterr().out
