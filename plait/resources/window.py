@@ -7,12 +7,15 @@ the in-flight count at which each request was sent (``Permit.in_flight``):
 
 * A refusal sent with more requests in flight than any accepted in the last 1-2 s looks
   like a concurrency cap: the window shrinks to one less than that count. (A rate cap
-  refuses at counts it also accepts, so its 429s go to the rate logic instead.) Before any
-  acceptance every refusal looks so; the window that results is what the server accepted
-  at once, and it grows back if it is too small.
+  refuses at counts it also accepts, so its 429s go to the rate logic instead.) Until an
+  acceptance has been seen nothing is known, and refusals go to the rate logic: with
+  latencies of seconds, a storm of 429s before the first reply would otherwise shrink the
+  window to one. Once there is a window, a refusal at its edge cuts it, one below goes to
+  the rate logic.
 * An acceptance at the window's edge, no refusal having cut it for ``_HOLD`` seconds, grows
-  it by one request per window's worth of such acceptances (additive increase, as TCP's
-  congestion window), so a server whose cap rose is found again, at one 429 per probe.
+  it by one, so a window set too small (a rate cap's burst taken for a concurrency cap) is
+  regained within a window's worth of replies, and a real cap costs one 429 per probe,
+  about one per ``_HOLD`` seconds.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ class InflightWindow:
     """Requests in flight now, and the learned most the server takes (None: no cap seen).
 
     Attributes:
-        limit: The learned cap (fractional while it grows), or None.
+        limit: The learned cap, or None.
         sent: Requests counted in flight now.
     """
 
@@ -47,7 +50,7 @@ class InflightWindow:
     @property
     def full(self) -> bool:
         """Whether one more request would exceed the learned cap."""
-        return self.limit is not None and self.sent >= int(self.limit)
+        return self.limit is not None and self.sent >= self.limit
 
     def on_sent(self) -> int:
         """Count a request sent; returns the count in flight, itself included."""
@@ -69,8 +72,8 @@ class InflightWindow:
         if in_flight > self._max_now:
             self._max_now = in_flight
         limit = self.limit
-        if limit is not None and in_flight >= int(limit) and now - self._last_cut >= _HOLD:
-            self.limit = limit + 1.0 / limit
+        if limit is not None and in_flight >= limit and now - self._last_cut >= _HOLD:
+            self.limit = limit + 1.0
 
     def on_refused(self, in_flight: int, now: float) -> bool:
         """Classify a 429 of a request sent with ``in_flight`` in flight.
@@ -80,8 +83,18 @@ class InflightWindow:
             or unknown.
         """
         self._roll(now)
-        if in_flight <= max(1, self._max_now, self._max_prev):
-            return False  # also unknown (0), or alone in flight: no concurrency to blame
+        if in_flight <= 1:
+            return False  # unknown (0), or alone in flight: no concurrency to blame
+        if self.limit is not None:
+            # Refused at the window's edge (probing one more): the cap. Below it: the rate.
+            # (Acceptances are no guide here: one reply still on its way back lets the
+            # server accept a request this side counts one above its cap.)
+            if in_flight < self.limit:
+                return False
+        else:
+            accepted = max(self._max_now, self._max_prev)
+            if not accepted or in_flight <= accepted:
+                return False  # nothing accepted lately, or not above what was
         cap = in_flight - 1
         if self.limit is None or cap < self.limit:
             self.limit = float(cap)

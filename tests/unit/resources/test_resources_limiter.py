@@ -290,13 +290,23 @@ def test_coarse_hint_pause_is_a_probe_that_doubles_until_an_acceptance():
     run(main())
 
 
+async def accepted_at(permits: LocalPermitSource, in_flight: int) -> list[Permit]:
+    """Hold ``in_flight`` - 1 permits after one sent with ``in_flight`` was accepted."""
+    held = [await permits.acquire(1) for _ in range(in_flight)]
+    assert held[-1].in_flight == in_flight
+    permits.release(held.pop(), used_tokens=None)
+    permits.on_success()
+    return held
+
+
 def test_concurrency_refusal_shrinks_the_in_flight_window_without_pausing():
     async def main():
         clock = FakeClock()
         permits = LocalPermitSource(8, None, None, clock)
-        held = [await permits.acquire(1) for _ in range(5)]
+        held = await accepted_at(permits, 4)
+        held += [await permits.acquire(1) for _ in range(2)]
         assert [p.in_flight for p in held] == [1, 2, 3, 4, 5]
-        refused = held.pop()  # 5 in flight: the server takes 4
+        refused = held.pop()  # sent with 5 in flight, above any accepted: the server takes 4
         permits.release(refused, used_tokens=None)
         assert permits.on_rate_limited(1.0) == 0.0
         assert permits.max_in_flight == 4 and permits.paused_until == float("-inf")
@@ -311,13 +321,24 @@ def test_concurrency_refusal_shrinks_the_in_flight_window_without_pausing():
     run(main())
 
 
+def test_refusals_before_any_acceptance_go_to_the_rate_logic():
+    async def main():
+        clock = FakeClock()
+        permits = LocalPermitSource(8, None, None, clock)
+        held = [await permits.acquire(1) for _ in range(6)]
+        # Long latencies: a storm of 429s before the first reply must not shrink a window.
+        permits.release(held.pop(), used_tokens=None)
+        assert permits.on_rate_limited(None) == pytest.approx(0.02)
+        assert permits.max_in_flight is None
+
+    run(main())
+
+
 def test_refusal_at_an_accepted_in_flight_count_is_a_rate_limit():
     async def main():
         clock = FakeClock()
         permits = LocalPermitSource(8, None, None, clock)
-        held = [await permits.acquire(1) for _ in range(3)]
-        permits.release(held.pop(), used_tokens=None)  # sent with 3 in flight: accepted
-        permits.on_success()
+        held = await accepted_at(permits, 3)
         permits.release(held.pop(), used_tokens=None)  # sent with 2 in flight: refused
         assert permits.on_rate_limited(None) == pytest.approx(0.02)  # paused: a rate cap
         assert permits.max_in_flight is None
@@ -329,8 +350,9 @@ def test_concurrency_refusal_with_a_precise_hint_still_pauses():
     async def main():
         clock = FakeClock()
         permits = LocalPermitSource(8, None, None, clock)
-        held = [await permits.acquire(1) for _ in range(3)]
-        permits.release(held.pop(), used_tokens=None)
+        held = await accepted_at(permits, 2)
+        held += [await permits.acquire(1) for _ in range(2)]
+        permits.release(held.pop(), used_tokens=None)  # sent with 3 in flight
         assert permits.on_rate_limited(0.25) == 0.25
         assert permits.max_in_flight == 2
 
@@ -341,16 +363,18 @@ def test_in_flight_window_grows_back_at_its_edge_after_a_quiet_second():
     async def main():
         clock = FakeClock()
         permits = LocalPermitSource(8, None, None, clock)
-        held = [await permits.acquire(1) for _ in range(3)]
+        held = await accepted_at(permits, 2)
+        held += [await permits.acquire(1) for _ in range(2)]
         permits.release(held.pop(), used_tokens=None)
         permits.on_rate_limited(None)
+        assert permits.max_in_flight == 2 and len(held) == 2
+        permits.release(held.pop(), used_tokens=None)  # at the edge, but within the hold
+        permits.on_success()
         assert permits.max_in_flight == 2
+        held.append(await permits.acquire(1))
         await clock.advance(1.0)
-        for _ in range(4):  # each acceptance at the edge adds 1/window: 2 -> 2.5 -> 2.9 -> 3.24
-            permits.release(held.pop(), used_tokens=None)
-            permits.on_success()
-            held += [await permits.acquire(1)]
-            held += [await permits.acquire(1)] if len(held) < 2 else []
+        permits.release(held.pop(), used_tokens=None)  # at the edge after a quiet second
+        permits.on_success()
         assert permits.max_in_flight == 3
 
     run(main())
