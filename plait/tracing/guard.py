@@ -14,6 +14,7 @@ friends; the two-encoding comparison still applies then.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import sysconfig
 from collections.abc import Callable
@@ -28,6 +29,7 @@ _PLAIT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.se
 # Library code (stdlib, installed packages) is skipped when naming the user's line.
 _LIBRARIES = tuple({os.path.abspath(sysconfig.get_paths()[key]) + os.sep
                     for key in ("stdlib", "platstdlib", "purelib", "platlib")})
+_RE_FILE = re.__file__
 # Methods that keep every placeholder whole, so the recorded graph is exact.
 _SAFE = frozenset({"join", "__str__", "__add__", "__mul__", "__rmul__", "__getnewargs__",
                    "__sizeof__", "__reduce__", "__reduce_ex__"})
@@ -51,22 +53,25 @@ class StringGuard:
         prefix = self._prefix
 
         def hook(frame: FrameType, event: str, arg: Any) -> None:
+            if event == "call" and frame.f_code.co_filename == _RE_FILE:
+                # re.sub(pattern, repl, string), re.split(...), ...: the text is an argument.
+                text = frame.f_locals.get("string")
+                if isinstance(text, str) and str.find(text, prefix) >= 0 and not (
+                    frame.f_back is not None
+                    and frame.f_back.f_code.co_filename.startswith(_PLAIT_DIR)
+                ):
+                    name = f"re.{frame.f_code.co_name}"
+                    raise TraceError(_message(name, frame.f_back or frame))
+                return
             if event != "c_call":
                 return
             owner = getattr(arg, "__self__", None)
             if not isinstance(owner, str) or str.find(owner, prefix) < 0:
                 return
-            name: str = getattr(arg, "__name__", "?")
-            if name in _SAFE or frame.f_code.co_filename.startswith(_PLAIT_DIR):
+            name = f".{getattr(arg, '__name__', '?')}"
+            if name[1:] in _SAFE or frame.f_code.co_filename.startswith(_PLAIT_DIR):
                 return
-            raise TraceError(
-                f"Cannot call .{name}() on a string that contains a traced value in forward() "
-                f"({_where(frame)}): it would run once, on a placeholder, not on each row's "
-                "text. Apply it to the value itself, which records it in the graph "
-                "(t.replace('a', 'b'), f\"{t}\".split(',')), use a plait.functional op "
-                "(F.render, F.strip, F.upper, ...), or do it in a leaf module (a Module with "
-                "`leaf = True` runs its forward() on real values)."
-            )
+            raise TraceError(_message(name, frame))
 
         self._hook = hook
         sys.setprofile(hook)
@@ -76,6 +81,17 @@ class StringGuard:
         if self._hook is not None and sys.getprofile() is self._hook:
             sys.setprofile(None)
         self._hook = None
+
+
+def _message(name: str, frame: FrameType) -> str:
+    return (
+        f"Cannot call {name}() on a string that contains a traced value in forward() "
+        f"({_where(frame)}): it would run once, on a placeholder, not on each row's text. "
+        "Apply it to the value itself, which records it in the graph (t.replace('a', 'b'), "
+        "f\"{t}\".split(',')), use a plait.functional op (F.render, F.strip, F.upper, ...) or "
+        "an @plait.functional.op function, or do it in a leaf module (a Module with "
+        "`leaf = True` runs its forward() on real values)."
+    )
 
 
 def _where(frame: FrameType) -> str:

@@ -7,6 +7,7 @@ the prompts sent must match exactly, or tracing must raise a TraceError naming t
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 from collections.abc import Callable
 from typing import Any
@@ -158,8 +159,12 @@ def test_literals_in_forward_may_contain_private_use_characters(
         (lambda self, t: self.llm(f"Q: {t}".partition("beta")[0]), ".partition()"),
         (lambda self, t: self.llm(f"Q: {t}".removesuffix("delta.")), ".removesuffix()"),
         (lambda self, t: self.llm(textwrap.shorten(f"Q: {t}", 40)), "textwrap.py:"),
+        (lambda self, t: self.llm(re.sub("beta", "BETA", f"Q: {t}")), "re.sub()"),
+        (lambda self, t: self.llm(re.sub("beta", "BETA", f"{t}")), "re.sub()"),
+        (lambda self, t: self.llm(re.split(";", f"{t}")[0]), "re.split()"),
     ],
-    ids=["replace-word", "count", "startswith", "partition", "removesuffix", "in-a-library"],
+    ids=["replace-word", "count", "startswith", "partition", "removesuffix", "in-a-library",
+         "re-sub", "re-sub-alone", "re-split"],
 )
 def test_methods_on_strings_holding_a_value_raise_before_running(
     body: Any, method: str, same_as_python: SameAsPython
