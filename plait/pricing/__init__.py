@@ -39,6 +39,7 @@ __all__ = [
     "Estimate",
     "Price",
     "RowBound",
+    "aestimate",
     "endpoint_price",
     "estimate",
     "estimate_tokens",
@@ -52,6 +53,13 @@ def estimate(pipeline: Any, source: Any, **options: Any) -> Estimate:
     from plait.pricing._estimate import estimate as _estimate
 
     return _estimate(pipeline, source, **options)
+
+
+async def aestimate(pipeline: Any, source: Any, **options: Any) -> Estimate:
+    """``estimate`` for async code (Jupyter, a running event loop)."""
+    from plait.pricing._estimate import aestimate as _aestimate
+
+    return await _aestimate(pipeline, source, **options)
 
 
 def __getattr__(name: str) -> Any:
