@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from plait.errors import InputError
 from plait.execution.contract import Row
 from plait.io._source import Chunk
-from plait.module import Module
+
+if TYPE_CHECKING:
+    from plait.module import Module
 
 __all__ = ["ColumnMap", "chunk_rows", "resolve_columns"]
 

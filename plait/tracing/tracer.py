@@ -14,7 +14,6 @@ tracing, so only forward()'s own plain-Python side effects (a print) happen twic
 from __future__ import annotations
 
 import inspect
-import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
@@ -22,14 +21,15 @@ from pydantic import BaseModel
 
 from plait.errors import PlaitError, TraceError
 from plait.graph import FormatField, GraphNode, InferenceGraph, NodeKind, Ref, iter_refs
-from plait.tracing.compare import WHAT_TO_DO, check_same_graph, forward_location
+from plait.tracing.compare import check_same_graph, forward_location
 from plait.tracing.context import (
     active_tracer,
     reset_active_tracer,
     set_active_tracer,
     user_source_location,
 )
-from plait.tracing.encoding import Encoding, compact, looks_like_placeholder, wide
+from plait.tracing.encoding import Encoding, compact, wide
+from plait.tracing.errors import leak_error, wrap_user_error
 from plait.tracing.guard import StringGuard
 from plait.tracing.proxy import Proxy
 from plait.tracing.signature import check_call_fits, positional_names
@@ -152,7 +152,7 @@ class Tracer:
         except PlaitError:
             raise
         except Exception as exc:
-            raise _wrap_user_error(module, exc, self._second) from exc
+            raise wrap_user_error(module, exc, self._second) from exc
 
     # --- recording primitives -------------------------------------------------------------
     def record(
@@ -343,7 +343,7 @@ class Tracer:
         for part in self.encoding.split(text):
             if isinstance(part, str):
                 if self.encoding.leaked(part):
-                    raise _leak_error(where)
+                    raise leak_error(where)
                 segments.append(part)
             elif 0 <= part < len(self._sentinels):
                 node_id, conversion, spec, is_text = self._sentinels[part]
@@ -351,7 +351,7 @@ class Tracer:
                 refs.append(Ref(node_id))
                 fields.append((node_id, conversion, spec, is_text))
             else:
-                raise _leak_error(where)  # a placeholder whose number was changed
+                raise leak_error(where)  # a placeholder whose number was changed
         if not refs:
             return text
         if len(segments) == 1:  # f"{x}" alone: the string form of x
@@ -401,37 +401,3 @@ def trace(module: Module, num_args: int = 1, kwarg_names: Sequence[str] = ()) ->
         >>> print(graph.to_mermaid())
     """
     return Tracer(module).trace(num_args, kwarg_names)
-
-
-def _leak_error(where: str) -> TraceError:
-    return TraceError(
-        f"{where} contains a traced value that was cut or changed as a string (at "
-        f"{user_source_location()}), or one kept from an earlier trace. {WHAT_TO_DO}"
-    )
-
-
-def _wrap_user_error(module: Module, exc: Exception, second: bool) -> TraceError:
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if "/plait/" not in f.filename]
-    where = f"{frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno}" if frames else "?"
-    if second or looks_like_placeholder(str(exc)):
-        # It ran with one placeholder spelling and failed with the other: the line treats the
-        # text of a traced value as a template, a number or code.
-        hint = (
-            "This line depends on the text of a traced value (for example str.format() or % "
-            "applied to a string that contains one, int(), or a parser). " + WHAT_TO_DO
-        )
-    else:
-        hint = (
-            "While tracing, values returned by modules are placeholders, not strings: Python "
-            "functions that need the real text (str.join, json.dumps, len, slicing, int(...)) "
-            "cannot run on them. Use f-strings or `+` to build prompts, index structured "
-            "outputs with [..] or .field, and put other processing in a @plait.functional.op "
-            "function or a leaf module (leaf = True)."
-        )
-    message = str(exc)
-    if len(message) > 300:
-        message = message[:297] + "..."
-    return TraceError(
-        f"{type(module).__name__}.forward() failed while tracing at {where}: "
-        f"{type(exc).__name__}: {message}. {hint}"
-    )
