@@ -20,6 +20,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from plait.cli_cost import (
+    BUDGET_EXIT,
+    add_cache_command,
+    add_cost_arguments,
+    budget_note,
+    cache_main,
+    estimate_main,
+)
 from plait.errors import ConfigError, PlaitError
 from plait.io import DatasetSummary, OutputDir, run_dataset_local
 from plait.io._arrow import pq
@@ -65,6 +73,8 @@ def _parser() -> argparse.ArgumentParser:
                      help='Ray runtime_env for the driver\'s job, e.g. \'{"pip": ["x"]}\'')
     run.add_argument("--profile", help="Write a Chrome trace here (ray executor)")
     run.add_argument("--no-progress", action="store_true", help="Hide the progress bar")
+    add_cost_arguments(run)
+    add_cache_command(commands)
     return parser
 
 
@@ -202,6 +212,9 @@ def _run(args: argparse.Namespace) -> DatasetSummary:
     pipeline, source = load_pipeline(args.pipeline)
     columns = parse_columns(args.columns)
     progress = False if args.no_progress else None
+    if args.budget_usd is not None and args.executor != "local":
+        raise ConfigError("--budget-usd is supported by the local executor only for now; "
+                          "drop --executor ray, or run without a budget.")
     if args.executor == "local":
         return _run_local(args, pipeline, columns, progress)
     try:
@@ -220,7 +233,7 @@ def _run(args: argparse.Namespace) -> DatasetSummary:
         pipeline, args.input, args.output, resources=args.resources, columns=columns,
         resume=args.resume, rows_per_chunk=args.rows_per_chunk, workers=args.workers,
         progress=progress, profile=args.profile, retry_failed=not args.keep_failed,
-        executor_options=_ray_options(args))
+        executor_options=_ray_options(args), cache=args.cache)
     return summary
 
 
@@ -231,7 +244,8 @@ def _run_local(args: argparse.Namespace, pipeline: Module, columns: dict[str, st
     earlier = [] if args.keep_failed or args.resume == "fresh" else failed_parts(out)
     summary = run_dataset_local(pipeline, args.input, args.output, resources=args.resources,
                                 columns=columns, resume=args.resume,
-                                rows_per_chunk=args.rows_per_chunk or 1000, progress=progress)
+                                rows_per_chunk=args.rows_per_chunk or 1000, progress=progress,
+                                cache=args.cache, budget_usd=args.budget_usd)
     if not earlier:
         return summary
     # run_dataset_local checked the output belongs to this pipeline and input first.
@@ -269,6 +283,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``plait`` command; returns the exit status."""
     args = _parser().parse_args(argv)
     try:
+        if args.command == "cache":
+            return cache_main(args)
+        if args.estimate:
+            pipeline, _ = load_pipeline(args.pipeline)
+            return estimate_main(args, pipeline, parse_columns(args.columns))
         summary = _run(args)
     except PlaitError as exc:
         print(f"plait: error: {exc}", file=sys.stderr)
@@ -277,6 +296,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(_interrupted(args.output), file=sys.stderr)
         return 130
     print(summary.format())
+    note = budget_note(args, summary.rows, summary.cost)
+    if note is not None:
+        print(note, file=sys.stderr)
+        return BUDGET_EXIT
     if summary.errors:
         print(f"plait: {summary.errors:,} rows failed; their error is in the output's "
               "'error' column. First ones:", file=sys.stderr)

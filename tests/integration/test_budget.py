@@ -133,3 +133,56 @@ def test_estimate_prices_first_level_from_real_inputs_and_samples_the_rest() -> 
         arun(run(real, rows, resources=resources))
         actual = real.last_run.cost_usd
         assert 0.5 * actual <= est.sync_usd <= 2.0 * actual
+
+
+PIPELINE_FILE = '''
+from plait import LLMInference, Module
+
+class Shout(Module):
+    def __init__(self):
+        super().__init__()
+        self.llm = LLMInference(alias="fast", temperature=0.0)
+
+    def forward(self, text):
+        return self.llm(f"Shout: {text}")
+'''
+
+
+def cli_project(root: Path, server: Any) -> list[str]:
+    """A pipeline file, a Parquet input and a resources YAML; the common CLI arguments."""
+    import pyarrow as pa
+    import yaml
+
+    from plait.io._arrow import pq
+
+    (root / "pipe.py").write_text(PIPELINE_FILE)
+    pq.write_table(pa.table({"text": [f"r{i}" for i in range(12)]}), root / "in.parquet")
+    (root / "resources.yaml").write_text(yaml.safe_dump({"endpoints": {"fast": {
+        "provider_api": "openai", "model": "gpt-4o-mini", "base_url": server.openai_base_url,
+        "api_key_env": "PLAIT_TESTING_API_KEY"}}}))
+    server.resource_config({"fast": "gpt-4o-mini"})  # sets PLAIT_TESTING_API_KEY
+    return ["run", f"{root / 'pipe.py'}:Shout", "--input", str(root / "in.parquet"),
+            "--resources", str(root / "resources.yaml"), "--no-progress"]
+
+
+def test_cli_estimate_and_budget(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from plait.cli import main
+    from plait.io._arrow import pq
+
+    with LLMServer(latency=0.0).run_in_thread() as server:
+        args = cli_project(tmp_path, server)
+        out = str(tmp_path / "out")
+        assert main([*args, "--output", out, "--estimate", "--sample-rows", "2"]) == 0
+        printed = capsys.readouterr().out
+        assert "over 12 rows" in printed and "batch $" in printed
+        assert server.stats().total_requests == 2
+        assert not (tmp_path / "out").exists()  # an estimate writes nothing
+
+        assert main([*args, "--output", out, "--budget-usd", "1e-9"]) == 3
+        assert server.stats().total_requests == 2  # no row fits: none started
+        assert "12 not started" in capsys.readouterr().err
+        assert main([*args, "--output", out, "--budget-usd", "10"]) == 0
+        assert server.stats().total_requests == 14
+        assert pq.read_table(out).num_rows == 12
+        assert main([*args, "--output", out, "--budget-usd", "1", "--executor", "ray"]) == 2
+        assert "local executor only" in capsys.readouterr().err

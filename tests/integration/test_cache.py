@@ -211,3 +211,55 @@ def test_cache_object_and_bad_setting(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(ConfigError, match="is a file"):
         ResponseCache(tmp_path / "file")
+
+
+PIPELINE_FILE = '''
+from plait import LLMInference, Module
+
+class Shout(Module):
+    def __init__(self):
+        super().__init__()
+        self.llm = LLMInference(alias="fast", temperature=0.0)
+
+    def forward(self, text):
+        return self.llm(f"Shout: {text}")
+'''
+
+
+def cli_project(root: Path, server: Any) -> list[str]:
+    """A pipeline file, a Parquet input and a resources YAML; the common CLI arguments."""
+    import pyarrow as pa
+    import yaml
+
+    (root / "pipe.py").write_text(PIPELINE_FILE)
+    pq.write_table(pa.table({"text": [f"r{i}" for i in range(12)]}), root / "in.parquet")
+    (root / "resources.yaml").write_text(yaml.safe_dump({"endpoints": {"fast": {
+        "provider_api": "openai", "model": "gpt-4o-mini", "base_url": server.openai_base_url,
+        "api_key_env": "PLAIT_TESTING_API_KEY"}}}))
+    server.resource_config({"fast": "gpt-4o-mini"})  # sets PLAIT_TESTING_API_KEY
+    return ["run", f"{root / 'pipe.py'}:Shout", "--input", str(root / "in.parquet"),
+            "--resources", str(root / "resources.yaml"), "--no-progress"]
+
+
+def test_cli_run_cache_then_stats_and_prune(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from plait.cli import main
+
+    cache = tmp_path / "cache"
+    with LLMServer(latency=0.0).run_in_thread() as server:
+        args = cli_project(tmp_path, server)
+        assert main([*args, "--output", str(tmp_path / "o1"), "--cache", str(cache)]) == 0
+        assert main([*args, "--output", str(tmp_path / "o2"), "--cache", str(cache)]) == 0
+        assert server.stats().total_requests == 12
+    hits = pq.read_table(tmp_path / "o2").column("cache_hits").to_pylist()
+    assert hits == [1] * 12
+    capsys.readouterr()
+    assert main(["cache", "stats", str(cache)]) == 0
+    assert "12 entries" in capsys.readouterr().out
+    assert main(["cache", "prune", str(cache), "--older-than", "1d"]) == 0
+    assert "pruned 0 files" in capsys.readouterr().out
+    assert main(["cache", "prune", str(cache), "--older-than", "0s"]) == 0
+    assert "pruned 12 files" in capsys.readouterr().out
+    assert main(["cache", "prune", str(cache), "--older-than", "soon"]) == 2
+    assert "30d, 12h" in capsys.readouterr().err
+    assert main(["cache", "stats", str(tmp_path / "nowhere")]) == 2
