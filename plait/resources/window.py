@@ -10,12 +10,16 @@ the in-flight count at which each request was sent (``Permit.in_flight``):
   refuses at counts it also accepts, so its 429s go to the rate logic instead.) Until an
   acceptance has been seen nothing is known, and refusals go to the rate logic: with
   latencies of seconds, a storm of 429s before the first reply would otherwise shrink the
-  window to one. Once there is a window, a refusal at its edge cuts it, one below goes to
-  the rate logic.
-* An acceptance at the window's edge, no refusal having cut it for ``_HOLD`` seconds, grows
-  it by one, so a window set too small (a rate cap's burst taken for a concurrency cap) is
-  regained within a window's worth of replies, and a real cap costs one 429 per probe,
-  about one per ``_HOLD`` seconds.
+  window to one. Once there is a window, a refusal at its edge cuts it, one below it goes
+  to the rate logic.
+* A rate cap refusing a burst (all sent at once, the bucket held a few) looks, one refusal
+  at a time, exactly like a concurrency cap. So no cut is made within ``_HOLD`` seconds of
+  a refusal the rate explains, and a cut followed within ``_HOLD`` by such a refusal is
+  undone: the rate binds, and a window must not shrink in lockstep with it.
+* An acceptance at the window's edge (or one below, sent before the last growth), no cut
+  for ``_HOLD`` seconds, grows it by one, so a window set too small is regained within a
+  window's worth of replies, and a real cap costs a 429 per probe, about one per
+  ``_HOLD`` seconds.
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ class InflightWindow:
         sent: Requests counted in flight now.
     """
 
-    __slots__ = ("_last_cut", "_max_now", "_max_prev", "_opened", "_second", "limit", "sent")
+    __slots__ = ("_cut_from", "_last_cut", "_last_rate_refusal", "_max_now", "_max_prev", "_opened",
+                 "_second", "limit", "sent")
 
     def __init__(self) -> None:
         self.limit: float | None = None
@@ -45,6 +50,8 @@ class InflightWindow:
         self._max_now = 0
         self._max_prev = 0
         self._last_cut = float("-inf")
+        self._cut_from: float | None = None  # the window before the last cut
+        self._last_rate_refusal = float("-inf")
         self._opened: asyncio.Future[None] | None = None
 
     @property
@@ -72,31 +79,44 @@ class InflightWindow:
         if in_flight > self._max_now:
             self._max_now = in_flight
         limit = self.limit
-        if limit is not None and in_flight >= limit and now - self._last_cut >= _HOLD:
+        # At the edge: sent with the window full, or one below (sent before the last
+        # growth): growth per reply, not per round trip, which with replies taking seconds
+        # would take minutes to undo a window set too small.
+        if limit is not None and in_flight >= limit - 1 and now - self._last_cut >= _HOLD:
             self.limit = limit + 1.0
 
     def on_refused(self, in_flight: int, now: float) -> bool:
         """Classify a 429 of a request sent with ``in_flight`` in flight.
 
         Returns:
-            True if it looks like one (the window then shrinks), False if like a rate cap
-            or unknown.
+            True if it looks like a concurrency cap (the window then shrinks), False if
+            like a rate cap, or unknown.
         """
         self._roll(now)
-        if in_flight <= 1:
-            return False  # unknown (0), or alone in flight: no concurrency to blame
-        if self.limit is not None:
-            # Refused at the window's edge (probing one more): the cap. Below it: the rate.
-            # (Acceptances are no guide here: one reply still on its way back lets the
-            # server accept a request this side counts one above its cap.)
-            if in_flight < self.limit:
-                return False
-        else:
-            accepted = max(self._max_now, self._max_prev)
-            if not accepted or in_flight <= accepted:
-                return False  # nothing accepted lately, or not above what was
+        if in_flight <= 0:
+            return False  # unknown
+        limit = self.limit
+        if in_flight == 1 or (limit is not None and in_flight < limit) or (
+                limit is None and in_flight <= max(self._max_now, self._max_prev)):
+            # Alone in flight, below the window, or at a count accepted lately: a rate cap.
+            # (Below the window, acceptances are no guide: one reply still on its way back
+            # lets the server accept a request this side counts one above its cap.) A cut
+            # just made was the same burst refused by the rate: undo it.
+            self._last_rate_refusal = now
+            if now - self._last_cut < _HOLD:
+                self.limit = self._cut_from
+                self._last_cut = float("-inf")
+            return False
+        if limit is None and not (self._max_now or self._max_prev):
+            return False  # nothing accepted yet: nothing known
+        if now - self._last_rate_refusal < _HOLD:
+            # The rate refuses too: it binds, not concurrency; a window must not shrink in
+            # lockstep with it (a burst refused above what a rate bucket held looks, alone,
+            # exactly like a concurrency cap).
+            return False
         cap = in_flight - 1
-        if self.limit is None or cap < self.limit:
+        if limit is None or cap < limit:
+            self._cut_from = limit
             self.limit = float(cap)
             self._last_cut = now
         return True

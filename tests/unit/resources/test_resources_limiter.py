@@ -378,3 +378,21 @@ def test_in_flight_window_grows_back_at_its_edge_after_a_quiet_second():
         assert permits.max_in_flight == 3
 
     run(main())
+
+
+def test_a_cut_followed_by_a_refusal_the_rate_explains_is_undone():
+    async def main():
+        clock = FakeClock()
+        permits = LocalPermitSource(8, None, None, clock)
+        held = await accepted_at(permits, 2)
+        held += [await permits.acquire(1) for _ in range(4)]  # a burst: 2..5 in flight
+        permits.release(held.pop(), used_tokens=None)  # sent with 5, above any accepted
+        assert permits.on_rate_limited(None) == 0.0 and permits.max_in_flight == 4
+        permits.release(held.pop(1), used_tokens=None)  # sent with 2: accepted lately
+        assert permits.on_rate_limited(None) == pytest.approx(0.02)  # the rate's refusal
+        assert permits.max_in_flight is None  # the cut was the rate's burst: undone
+        permits.release(held.pop(), used_tokens=None)  # sent with 4, within the second
+        permits.on_rate_limited(None)
+        assert permits.max_in_flight is None  # no cut while the rate refuses
+
+    run(main())
