@@ -194,6 +194,10 @@ def _check_flags(command: list[str], args: list[str]) -> None:
 
 
 def _run(command: list[str], cwd: Path, env: dict[str, str]) -> None:
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        # Like a shell on a cluster node: the command joins the running Ray (no second one).
+        env = {**env, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
     done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=110)
     assert done.returncode == 0, (
@@ -286,8 +290,12 @@ def pages() -> Iterator[dict[Path, Page]]:
     yield made
     for page in made.values():
         sys.modules.pop(page.namespace["__name__"], None)
+    _stop_ray()  # later test modules start their own
+
+
+def _stop_ray() -> None:
     ray = sys.modules.get("ray")
-    if ray is not None and ray.is_initialized():  # a page started Ray; later tests start their own
+    if ray is not None and ray.is_initialized():
         ray.shutdown()
 
 
