@@ -213,3 +213,23 @@ def test_op_errors_in_a_run_name_the_node() -> None:
 
     with pytest.raises(NodeExecutionError, match="division of 1 by zero"):
         Divide().run_sync(1, 0)
+
+
+class FormattedInputs(Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.llm = LLMInference(alias="fast")
+        self.template = Parameter("Tmpl {x}", requires_grad=False)
+
+    def forward(self, text: str) -> Any:
+        reply = self.llm(text)
+        return [F.upper(f"x {reply}"), F.lower(self.template.value),
+                F.render(self.template.value, x=reply), F.strip(str(reply))]
+
+
+def test_formatted_text_and_parameter_values_flow_into_ops_as_nodes() -> None:
+    graph = trace(FormattedInputs())
+    calls = [n for n in graph.nodes.values() if n.kind == "call"]
+    assert [n.target for n in calls] == ["plait.functional:upper", "plait.functional:lower",
+                                         "plait.functional:render", "plait.functional:strip"]
+    assert all(n.deps for n in calls)  # each waits for its traced input
