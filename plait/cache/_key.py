@@ -31,7 +31,7 @@ _REQUEST_FIELDS = tuple(f.name for f in dataclasses.fields(LLMRequest))
 
 def key_material(config: Any, request: LLMRequest, *, node_id: str | None,
                  row: int | None) -> dict[str, Any]:
-    """The plain data the key is a digest of (shown by tests; never holds a secret).
+    """The plain data the key is a digest of, by name (shown by tests; never a secret).
 
     Args:
         config: The endpoint (``provider_api``, ``model``, ``base_url`` are read).
@@ -39,24 +39,25 @@ def key_material(config: Any, request: LLMRequest, *, node_id: str | None,
         node_id: The graph node making the call (used only when temperature > 0).
         row: The row index (used only when temperature > 0).
     """
+    version, provider, model, base_url, fields, sample = _parts(config, request, node_id, row)
+    return {"v": version, "provider": provider, "model": model, "base_url": base_url,
+            "request": dict(zip(_REQUEST_FIELDS, fields, strict=True)), "sample": sample}
+
+
+def _parts(config: Any, request: LLMRequest, node_id: str | None, row: int | None
+           ) -> tuple[int, str, str, str | None, list[Any], list[Any] | None]:
     provider = str(getattr(config, "provider_api", type(config).__name__))
-    material: dict[str, Any] = {
-        "v": KEY_VERSION,
-        "provider": provider,
-        "model": str(getattr(config, "model", "")),
-        "request": {name: getattr(request, name) for name in _REQUEST_FIELDS},
-    }
-    if provider == "vllm" or not hasattr(config, "provider_api"):
-        material["base_url"] = getattr(config, "base_url", None)
-    if request.temperature > 0:
-        material["sample"] = [row, node_id]
-    return material
+    # Model names of the hosted providers are global; a self-hosted name is the server's own.
+    base_url = (getattr(config, "base_url", None)
+                if provider == "vllm" or not hasattr(config, "provider_api") else None)
+    return (KEY_VERSION, provider, str(getattr(config, "model", "")), base_url,
+            [getattr(request, name) for name in _REQUEST_FIELDS],
+            [row, node_id] if request.temperature > 0 else None)
 
 
 def cache_key(config: Any, request: LLMRequest, *, node_id: str | None,
               row: int | None) -> str:
-    """The hex SHA-256 of ``key_material`` in canonical JSON (sorted keys, no spaces)."""
-    text = json.dumps(key_material(config, request, node_id=node_id, row=row),
-                      sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=True, default=str)
+    """The hex SHA-256 of the key's parts in canonical JSON (sorted keys, no spaces)."""
+    text = json.dumps(_parts(config, request, node_id, row), sort_keys=True,
+                      separators=(",", ":"), ensure_ascii=False, default=str)
     return hashlib.sha256(text.encode()).hexdigest()

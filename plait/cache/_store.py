@@ -103,6 +103,7 @@ class ResponseCache:
             raise ConfigError(f"cache path {root} is a file, not a directory. Pass a "
                               f"directory (created if missing), e.g. cache='{root}.cache'.")
         self.path = root
+        self._root = os.path.join(str(root), _LAYOUT)  # string joins: pathlib costs ~30 µs/hit
         self._made: set[str] = set()
 
     def __repr__(self) -> str:
@@ -113,11 +114,15 @@ class ResponseCache:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.path = state["path"]
+        self._root = os.path.join(str(self.path), _LAYOUT)
         self._made = set()
 
     def entry_path(self, key: str) -> Path:
         """Where the entry of ``key`` lives."""
-        return self.path / _LAYOUT / key[:2] / f"{key[2:]}.json"
+        return Path(self._file(key))
+
+    def _file(self, key: str) -> str:
+        return f"{self._root}/{key[:2]}/{key[2:]}.json"
 
     def get(self, key: str) -> CachedReply | None:
         """The entry of ``key``, or None when there is none.
@@ -129,7 +134,7 @@ class ResponseCache:
             CorruptEntry: The file exists but does not verify (torn, edited, not ours).
         """
         try:
-            with open(self.entry_path(key), "rb") as f:
+            with open(self._file(key), "rb") as f:
                 data = f.read()
         except FileNotFoundError:
             return None
@@ -145,8 +150,8 @@ class ResponseCache:
             "created": reply.created or time.time(),
         }, ensure_ascii=False, separators=(",", ":")).encode()
         data = hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload
-        target = self.entry_path(key)
-        folder = str(target.parent)
+        target = self._file(key)
+        folder = os.path.dirname(target)
         if folder not in self._made:
             os.makedirs(folder, exist_ok=True)
             self._made.add(folder)

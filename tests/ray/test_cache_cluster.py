@@ -1,0 +1,92 @@
+"""The response cache on a real multi-node Ray cluster, shared through one directory.
+
+A ``ray.cluster_utils.Cluster`` with two worker nodes (custom resources ``node_a`` and
+``node_b``). The first run's dataset workers are pinned to node A, the rerun's to node B, so
+every hit of the rerun is an entry written on another node. The shared storage is a
+directory both nodes see (here one machine's disk; on a real cluster an NFS/EFS mount).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+from ray import cloudpickle
+from ray.cluster_utils import Cluster
+
+from plait import LLMInference, Module
+from plait.io import read_output
+from plait.testing import LLMServer
+from plait_ray.dataset import run_dataset
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+ROWS = 120
+
+
+class TwoStep(Module):
+    """A sampled call (keyed per row and node) feeding a greedy one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.draft = LLMInference(alias="fast", temperature=0.8, max_tokens=16)
+        self.polish = LLMInference(alias="fast", temperature=0.0, max_tokens=16)
+
+    def forward(self, text: str) -> str:
+        return self.polish(f"Polish: {self.draft(text)}")
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Any]:
+    with LLMServer(latency=0.01).run_in_thread() as srv:
+        srv.resource_config({"fast": "gpt-4o-mini"})  # the key env var, inherited by the nodes
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def cluster(server: Any) -> Iterator[Cluster]:
+    cl = Cluster(initialize_head=True, head_node_args={"num_cpus": 1,
+                                                       "include_dashboard": False})
+    cl.add_node(num_cpus=1, resources={"node_a": 1})
+    cl.add_node(num_cpus=1, resources={"node_b": 1})
+    cl.wait_for_nodes()
+    ray.init(address=cl.address)
+    yield cl
+    ray.shutdown()
+    cl.shutdown()
+
+
+def _on(node: str) -> dict[str, Any]:
+    return {"worker_resources": {node: 0.5}, "worker_num_cpus": 0.1}
+
+
+def test_rerun_on_another_node_hits_entries_written_by_the_first(
+        cluster: Cluster, server: Any, tmp_path: Path) -> None:
+    resources = server.resource_config({"fast": "gpt-4o-mini"})
+    rows = [{"text": f"t{i}"} for i in range(ROWS)]
+    cache = tmp_path / "shared-cache"
+    first = run_dataset(TwoStep(), rows, tmp_path / "a", resources=resources, cache=cache,
+                        workers=2, rows_per_chunk=30, progress=False,
+                        executor_options=_on("node_a"))
+    assert (first.rows, first.errors) == (ROWS, 0)
+    sent = server.stats().total_requests
+    assert sent == 2 * ROWS
+    assert len(list(cache.rglob("*.json"))) == 2 * ROWS
+
+    second = run_dataset(TwoStep(), rows, tmp_path / "b", resources=resources, cache=cache,
+                         workers=2, rows_per_chunk=30, progress=False,
+                         executor_options=_on("node_b"))
+    assert (second.rows, second.errors) == (ROWS, 0)
+    assert server.stats().total_requests == sent  # every call answered from the cache
+    a = read_output(tmp_path / "a").sort_by("row_id")
+    b = read_output(tmp_path / "b").sort_by("row_id")
+    assert b.column("output").to_pylist() == a.column("output").to_pylist()
+    assert a.column("cache_hits").to_pylist() == [0] * ROWS
+    assert b.column("cache_hits").to_pylist() == [2] * ROWS
+    assert second.cost == 0.0 and first.cost > 0
