@@ -6,11 +6,13 @@ this module runs it.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from plait.batch_api._run import with_journal_dir
 from plait.errors import BatchError, ConfigError, PlaitError
 from plait.execution.contract import Job, get_executor
 from plait.execution.inputs import CallInputs, split_inputs
@@ -57,6 +59,9 @@ class _Prepared:
         self.module = spec.module
         self.settings, self.context = resolve_settings(spec.overrides,
                                                        spec.module.__dict__.get("_bound"))
+        journaled = with_journal_dir(self.settings.resources, self.settings.checkpoint_dir)
+        if journaled is not self.settings.resources:  # batched endpoints journal there
+            self.settings = dataclasses.replace(self.settings, resources=journaled)
         self.inputs: CallInputs = spec.split()
         self.graph: InferenceGraph | None = None
         if self.inputs.total != 0:

@@ -78,10 +78,13 @@ class ResolvedSettings:
         """Rows to keep in flight."""
         if self.max_inflight is not None:
             return self.max_inflight
-        total = 0
+        total = batched = 0
         for cfg in self.resources.endpoints.values():
             total += getattr(cfg, "max_concurrent", None) or 64
-        return max(64, 4 * total)
+            policy = getattr(cfg, "batch", False)
+            if policy:  # a batch can only hold the calls of rows in flight
+                batched = max(batched, getattr(policy, "rows_in_flight", 10_000))
+        return max(64, 4 * total, batched)
 
 
 _FIELDS = {f.name for f in dataclasses.fields(ResolvedSettings)}

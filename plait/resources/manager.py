@@ -7,6 +7,8 @@ import random
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
+from plait.batch_api._client import BatchClient
+from plait.batch_api._policy import as_policy
 from plait.clients.base import LLMClient
 from plait.clients.factory import check_credentials, make_client
 from plait.errors import ConfigError, PlaitError
@@ -138,10 +140,17 @@ class ResourceManager:
         pool = self._pools.get(alias)
         if pool is None:
             config = self._config(alias)
+            policy = as_policy(getattr(config, "batch", False))
+            if policy is not None:
+                # A batch holds any number of calls: the synchronous API's concurrency and
+                # rate limits do not apply (the provider's batch limits are the client's).
+                client: LLMClient = BatchClient(config, alias, policy, clock=self._clock)
+                permits = LocalPermitSource(None, None, None, self._clock)
+            else:
+                client = self._client_factory(config, alias)
+                permits = self._permit_factory(alias, config)
             pool = EndpointPool(
-                alias, config,
-                client=self._client_factory(config, alias),
-                permits=self._permit_factory(alias, config),
+                alias, config, client=client, permits=permits,
                 clock=self._clock, events=self._events, rng=self._rng,
             )
             self._pools[alias] = pool

@@ -6,7 +6,8 @@ fail on a script, and it counts what it saw.
 
 Endpoints: ``POST /v1/chat/completions`` (OpenAI), ``POST /v1/responses`` (OpenAI Responses
 API), ``POST /v1/messages`` (Anthropic),
-``GET /v1/models``, and for scripting from other processes ``GET|POST /_control``,
+``GET /v1/models``, the batch APIs of both (``server.batches``, see
+``plait.testing._batch_api``), and for scripting from other processes ``GET|POST /_control``,
 ``GET /_stats``, ``POST /_stats/reset`` and ``GET /_requests``.
 
 Example:
@@ -33,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Self, cast
 from aiohttp import web
 
 from plait.errors import ConfigError
+from plait.testing._batch_api import BatchEmulator
 from plait.testing._config import Fault, ServerConfig
 from plait.testing._faults import FaultPlan
 from plait.testing._limits import ALL_MODELS, Limits
@@ -120,6 +122,10 @@ class LLMServer(ServerURLs):
             "/_stats/reset": self._reset_endpoint,
             "/_requests": self._requests_endpoint,
         }
+        # OpenAI Batch / Anthropic Message Batches (paths with ids, so matched after these).
+        self.batches = BatchEmulator(
+            lambda req: self._replier.reply(req),
+            lambda r: self._config.require_api_key is None or self._authorized(r), clock)
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -228,6 +234,7 @@ class LLMServer(ServerURLs):
     def reset_stats(self) -> None:
         """Zero the counters and forget recorded requests."""
         self._stats.reset()
+        self.batches.reset_stats()
         self.requests.clear()
 
     def _apply(
@@ -256,7 +263,8 @@ class LLMServer(ServerURLs):
     # -------------------------------------------------------------- request path
 
     async def _dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
-        route = self._routes.get(request.path)
+        route = self._routes.get(request.path) or self.batches.route(request.method,
+                                                                     request.path)
         if route is None:
             return json_response(404, openai_format.error(404, f"No route {request.path}"))
         return await route(request)
