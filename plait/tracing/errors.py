@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from plait.errors import TraceError
 from plait.tracing.compare import WHAT_TO_DO
-from plait.tracing.context import user_source_location
+from plait.tracing.context import active_tracer, user_source_location
 from plait.tracing.encoding import looks_like_placeholder
 
 if TYPE_CHECKING:
@@ -19,7 +19,11 @@ __all__ = ["fail", "leak_error", "wrap_user_error"]
 def fail(action: str, hint: str) -> NoReturn:
     """Raise a ``TraceError`` naming the user's line: "Cannot <action> a traced value"."""
     where = user_source_location()
-    raise TraceError(f"Cannot {action} a traced value in forward() ({where}). {hint}")
+    error = TraceError(f"Cannot {action} a traced value in forward() ({where}). {hint}")
+    tracer = active_tracer()
+    if tracer is not None:
+        tracer.refuse(error)  # still fails the trace if forward() catches and ignores it
+    raise error
 
 
 def leak_error(where: str) -> TraceError:

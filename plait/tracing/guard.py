@@ -42,15 +42,16 @@ class StringGuard:
     never formats a traced value pays nothing; ``stop()`` at the end of the trace.
     """
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, refuse: Callable[[TraceError], TraceError]) -> None:
         self._prefix = prefix
+        self._refuse = refuse
         self._hook: Callable[..., Any] | None = None
 
     def start(self) -> None:
         """Install the hook (once, and only when no other profiler is active)."""
         if self._hook is not None or sys.getprofile() is not None:
             return
-        prefix = self._prefix
+        prefix, refuse = self._prefix, self._refuse
 
         def hook(frame: FrameType, event: str, arg: Any) -> None:
             if event == "call" and frame.f_code.co_filename == _RE_FILE:
@@ -61,7 +62,7 @@ class StringGuard:
                     and frame.f_back.f_code.co_filename.startswith(_PLAIT_DIR)
                 ):
                     name = f"re.{frame.f_code.co_name}"
-                    raise TraceError(_message(name, frame.f_back or frame))
+                    raise refuse(TraceError(_message(name, frame.f_back or frame)))
                 return
             if event != "c_call":
                 return
@@ -71,7 +72,7 @@ class StringGuard:
             name = f".{getattr(arg, '__name__', '?')}"
             if name[1:] in _SAFE or frame.f_code.co_filename.startswith(_PLAIT_DIR):
                 return
-            raise TraceError(_message(name, frame))
+            raise refuse(TraceError(_message(name, frame)))
 
         self._hook = hook
         sys.setprofile(hook)

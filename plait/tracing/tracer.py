@@ -63,7 +63,8 @@ class Tracer:
         self._param_names: dict[int, str] = {id(p): n for n, p in root.named_parameters()}
         self._stack: list[str] = [""]
         self._second = False
-        self._guard = StringGuard(self.encoding.prefix)
+        self._refused: TraceError | None = None
+        self._guard = StringGuard(self.encoding.prefix, self.refuse)
 
     # --- entry point ----------------------------------------------------------------------
     def trace(self, num_args: int, kwarg_names: Sequence[str]) -> InferenceGraph:
@@ -96,6 +97,10 @@ class Tracer:
                     result = self._run_forward(self.root, args, kwargs)
             finally:
                 self._guard.stop()
+            if self._refused is not None:
+                # forward() caught a refusal (`except Exception:`) and went on: the rest of
+                # the trace was built on a decision about placeholder text.
+                raise self._refused
             if result is None:
                 raise TraceError(
                     f"{type(self.root).__name__}.forward() returned None. Return the value the "
@@ -107,6 +112,12 @@ class Tracer:
         finally:
             reset_active_tracer(token)
         return InferenceGraph(nodes=self.nodes, input_ids=input_ids, output=output)
+
+    def refuse(self, error: TraceError) -> TraceError:
+        """Remember ``error`` (the first one) so the trace fails even if forward() catches it."""
+        if self._refused is None:
+            self._refused = error
+        return error
 
     # --- module calls -----------------------------------------------------------------------
     def is_leaf_module(self, module: Module) -> bool:
@@ -343,7 +354,7 @@ class Tracer:
         for part in self.encoding.split(text):
             if isinstance(part, str):
                 if self.encoding.leaked(part):
-                    raise leak_error(where)
+                    raise self.refuse(leak_error(where))
                 segments.append(part)
             elif 0 <= part < len(self._sentinels):
                 node_id, conversion, spec, is_text = self._sentinels[part]
@@ -351,7 +362,7 @@ class Tracer:
                 refs.append(Ref(node_id))
                 fields.append((node_id, conversion, spec, is_text))
             else:
-                raise leak_error(where)  # a placeholder whose number was changed
+                raise self.refuse(leak_error(where))  # a placeholder whose number was changed
         if not refs:
             return text
         if len(segments) == 1:  # f"{x}" alone: the string form of x

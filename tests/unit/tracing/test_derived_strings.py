@@ -217,3 +217,29 @@ def test_tracing_leaves_no_profile_hook_behind(same_as_python: SameAsPython) -> 
     with pytest.raises(TraceError):
         same_as_python(lambda self, t: self.llm(f"Q: {t}".replace("a", "b")), "x")
     assert sys.getprofile() is None
+
+
+def _swallows_branch(self: Any, t: Any) -> Any:
+    try:
+        if f"{t}":
+            return self.llm(t)
+    except Exception:  # the user's code hides the refusal
+        pass
+    return self.llm("fallback")
+
+
+def _swallows_method(self: Any, t: Any) -> Any:
+    try:
+        position = f"Q: {t}".index("beta")
+    except Exception:  # likewise
+        position = -1
+    return self.llm(f"{position}")
+
+
+@pytest.mark.parametrize("body", [_swallows_branch, _swallows_method],
+                         ids=["branch", "str-method"])
+def test_a_refusal_caught_inside_forward_still_fails_the_trace(
+    body: Any, same_as_python: SameAsPython
+) -> None:
+    with pytest.raises(TraceError, match=r"test_derived_strings\.py:"):
+        same_as_python(body, DOC)
