@@ -33,8 +33,7 @@ from plait.execution.settings import ResolvedSettings
 from plait.graph import InferenceGraph
 from plait_ray._ray_init import ensure_ray, ray_api
 from plait_ray.cluster_resources import hold_cluster_resources
-from plait_ray.limits import LimiterUnavailableError
-from plait_ray.limits.caps import call_caps
+from plait_ray.limits.caps import cap_holder
 from plait_ray.lowering import NodeCallRouter, run_single_row
 from plait_ray.runtime import RuntimeOptions, merge_stats
 from plait_ray.worker import (
@@ -203,39 +202,27 @@ class RayExecutor:
         """``workers`` warm row workers with the job loaded; unloaded (stats kept) on exit.
 
         With ``cap``, the workers lease the call's global ``max_concurrent`` from the
-        session's ``CallCapsActor``.
+        limiter actor of the call's first alias (``plait_ray.limits.caps``); the cap is made
+        there on the first lease and dropped when the call ends.
         """
         pool = worker_pool(type(job.module).__name__)
         handles = pool.ensure(workers)
         job_id = uuid.uuid4().hex
-        caps = call_caps(namespace) if cap is not None else None
+        caps = None
+        if cap is not None:
+            caps = cap_holder(job.graph.aliases(), job.settings.resources, namespace)
         payload = JobPayload(job.module, job.graph, job.settings.resources, options, workers,
-                             namespace, job.events is not None, cap, caps)
+                             namespace, job.events is not None, cap, caps,
+                             cache=job.settings.cache)
         payload_ref = ray_api.put(payload)  # shipped once per worker, not per chunk
         try:
-            if caps is not None and cap is not None:
-                await _open_cap(caps, job_id, cap)
             await _load(handles, job_id, payload_ref)
             yield handles, job_id
         finally:
             parts = await _unload(handles, job_id, pool)
             self._stats = merge_stats(parts)
             if caps is not None:
-                caps.close.remote(job_id)
-
-
-async def _open_cap(caps: Any, job_id: str, cap: int) -> None:
-    try:
-        await asyncio.wait_for(_await(caps.open.remote(job_id, cap)), _UNLOAD_TIMEOUT)
-    except (TimeoutError, ray_api.exceptions.RayActorError) as exc:
-        raise LimiterUnavailableError(
-            f"The actor holding max_concurrent={cap} for this call did not start "
-            f"({type(exc).__name__}: {exc}); check the Ray logs, or run without "
-            "max_concurrent.") from exc
-
-
-async def _await(ref: Any) -> Any:
-    return await ref
+                caps.cap_close.remote(job_id)
 
 
 async def _load(handles: list[Any], job_id: str, payload_ref: Any) -> None:

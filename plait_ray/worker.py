@@ -82,7 +82,8 @@ class JobPayload:
         collect_events: Ship profiling events back with each chunk.
         cap: The call's global ``max_concurrent``, leased from ``caps`` under the job's id
             (exact over all workers), or None.
-        caps: The ``CallCapsActor`` handle when ``cap`` is set.
+        caps: The limiter actor hosting the cap (``plait_ray.limits.caps``) when ``cap``
+            is set.
     """
 
     module: Module
@@ -94,6 +95,7 @@ class JobPayload:
     collect_events: bool = False
     cap: int | None = None
     caps: Any = None
+    cache: Any = None  # plait.cache.ResponseCache (a shared directory), or None
 
 
 @dataclass
@@ -129,13 +131,13 @@ class _LoadedJob:
     def __init__(self, job_id: str, payload: JobPayload) -> None:
         self.collector = EventCollector() if payload.collect_events else None
         cap = None
-        if payload.cap is not None:
+        if payload.cap is not None and payload.caps is not None:
             cap = call_cap_permits(payload.caps, job_id, payload.cap)
         self.runtime = WorkerRuntime(payload.module, payload.graph, payload.resources,
                                      options=payload.options, events=self.collector,
                                      permit_factory=leased_permit_factory(payload.namespace),
                                      client_factory=replica_client_factory(),
-                                     global_permits=cap)
+                                     global_permits=cap, cache=payload.cache)
 
 
 class RowWorker:

@@ -25,6 +25,7 @@ from typing import Any, TypeAlias
 import ray
 from ray.actor import ActorHandle
 
+from plait_ray.limits.call_caps import CallCaps
 from plait_ray.limits.core import LimiterCore
 from plait_ray.limits.lease import LeaseGrant, LeaseRequest, LimiterLimits
 
@@ -54,6 +55,7 @@ class EndpointLimiterActor:
         self._alias = alias
         restarted = was_restarted()
         self._core = LimiterCore(limits, fenced=restarted)
+        self._caps = CallCaps(restarted)  # global caps of calls (plait_ray.limits.caps)
         self._sweeper: asyncio.Task[None] | None = None
 
     async def lease(self, request: LeaseRequest) -> LeaseGrant:
@@ -81,6 +83,29 @@ class EndpointLimiterActor:
         """Counters, slots out, current rate and the limits this actor received."""
         return {"alias": self._alias, **self._core.stats()}
 
+    # -- calls' global max_concurrent, hosted here (see plait_ray.limits.caps) ---------------
+
+    async def cap_close(self, key: str) -> None:
+        """Forget call ``key``'s cap (its workers are done)."""
+        self._caps.close(key)
+
+    async def cap_lease(self, key: str, cap: int, request: LeaseRequest) -> LeaseGrant:
+        """``lease`` on call ``key``'s cap (made again, fenced, after a restart)."""
+        self._start_sweeper()
+        return await self._caps.core(key, cap).lease(request)
+
+    async def cap_return_slots(self, key: str, lease_id: str, slots: tuple[int, ...]) -> None:
+        """Give back slots of call ``key``'s cap."""
+        core = self._caps.get(key)
+        if core is not None:
+            core.return_slots(lease_id, slots)
+
+    async def cap_release(self, key: str, lease_id: str) -> None:
+        """End a lease on call ``key``'s cap."""
+        core = self._caps.get(key)
+        if core is not None:
+            core.release(lease_id)
+
     def _start_sweeper(self) -> None:
         # Started on the first call: the actor's event loop is not running in __init__.
         if self._sweeper is None:
@@ -92,6 +117,7 @@ class EndpointLimiterActor:
         while True:
             await asyncio.sleep(interval)
             self._core.sweep()
+            self._caps.sweep()
 
 
 #: A Ray handle on an ``EndpointLimiterActor``.

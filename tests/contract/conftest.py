@@ -3,9 +3,9 @@
 Fixtures (use these names in new files of ``tests/contract/``):
 
 - ``executor``: ``"local"`` or ``"ray"`` (parametrized). Pass it as ``executor=`` to
-  ``bind``/``run``. The Ray runtime is started once per session (``num_cpus=2``, no dashboard)
-  and shut down at the end; worker processes get the test directories on ``PYTHONPATH`` so
-  pipelines defined in test modules unpickle there.
+  ``bind``/``run``. The Ray runtime is started once for the suite (``num_cpus=2``, no
+  dashboard) and shut down after its last test; worker processes get the test directories
+  on ``PYTHONPATH`` so pipelines defined in test modules unpickle there.
 - ``llm_server``: the session's loopback LLM server (thread mode), reset before each test:
   no faults, no latency, no caps, zeroed stats. Script it with ``configure`` / ``add_faults``.
 - ``make_resources``: ``make_resources({"fast": "model"}, max_concurrent=4, ...)`` returns a
@@ -31,27 +31,42 @@ from plait.testing._thread import ThreadedServer
 _TESTS = Path(__file__).resolve().parent.parent
 
 
+_STARTED: list[bool] = []  # Ray was started here (and is shut down when the suite ends)
+
+
 @pytest.fixture(scope="module")
 def ray_runtime() -> Iterator[None]:
-    """A local Ray per test module (started on first use).
+    """A local Ray for the contract suite (started on first use, kept across its modules).
 
-    Module scope, not session: tests in tests/ray start their own clusters and need Ray shut
-    down when the contract suite is done.
+    One Ray for every module of ``tests/contract`` (starting one costs seconds); it is shut
+    down after the suite's last test (``pytest_runtest_teardown`` below), because tests in
+    tests/ray start their own clusters.
     """
     ray = pytest.importorskip("ray")
-    from plait_ray import shutdown_workers
 
     # Workers inherit the driver's environment: set the key before they start.
     os.environ.setdefault(DEFAULT_KEY_ENV, DEFAULT_KEY)
     paths = [str(_TESTS / "contract"), str(_TESTS / "ray"), str(_TESTS.parent)]
-    started = not ray.is_initialized()
-    if started:
+    if not ray.is_initialized():
         ray.init(address="local", num_cpus=2, include_dashboard=False,
                  runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(paths)}})
+        _STARTED.append(True)
     yield
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """Shut down the suite's Ray after its last test (before any other directory's)."""
+    here = Path(__file__).resolve().parent
+    if not _STARTED or (nextitem is not None and here in Path(nextitem.path).parents):
+        return
+    import ray
+
+    from plait_ray import shutdown_workers
+
+    _STARTED.clear()
     shutdown_workers()
-    if started:
-        ray.shutdown()
+    ray.shutdown()
 
 
 @pytest.fixture(params=["local", "ray"])
