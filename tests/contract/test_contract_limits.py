@@ -42,7 +42,7 @@ def test_global_max_concurrent_holds_for_a_batch(executor: str, make_resources: 
     resources = make_resources({"fast": "m", "slow": "s"})
     rows = [str(i) for i in range(16)]
     outputs = wait(run(Wide(), rows, resources=resources, executor=executor,
-                       max_concurrent=2, executor_options=_options(executor, 4)))
+                       max_concurrent=2, executor_options=_options(executor, 3)))
     assert len(outputs) == len(rows)
     stats = llm_server.stats()
     assert stats.total_requests == 3 * len(rows)
