@@ -88,11 +88,11 @@ def test_rate_limited_pauses_and_slows_everyone() -> None:
     async def main() -> None:
         clock = FakeClock()
         core = _core(clock, rate_limit=6000)
-        core.report_rate_limited(2.0)
+        core.report_rate_limited(2.5)  # a precise hint (retry-after-ms) is the pause
         grant = await core.lease(LeaseRequest("other", want_requests=10))
-        assert grant.requests == 0 and grant.pause_for == 2.0
+        assert grant.requests == 0 and grant.pause_for == 2.5
         assert grant.rate_per_s == 95.0  # no acceptance observed yet: trimmed, not halved
-        await clock.advance(2.0)
+        await clock.advance(2.5)
         assert (await core.lease(LeaseRequest("other", want_requests=10))).requests == 9
         core.report_success(10)  # regrowth with time: +5% of 100/s per second, capped
         assert core.stats()["rate_per_min"] == 6000

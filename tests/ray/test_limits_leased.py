@@ -113,7 +113,7 @@ def test_429_on_one_worker_pauses_and_slows_another() -> None:
         core, client = _setup(clock, rate_limit=6000)
         a, b = _source(client, clock, core.limits), _source(client, clock, core.limits)
         await drive(clock, b.acquire(1))
-        a.on_rate_limited(2.0)
+        a.on_rate_limited(2.5)  # a precise hint (retry-after-ms) pauses the cluster that long
         start = clock.now()
         # b may still spend the little stock it leased before the 429 (at most one block);
         # its next refill sees the cluster-wide pause.
