@@ -75,6 +75,11 @@ async def _results(prepared: _Prepared) -> AsyncGenerator[RowResult, None]:
         return
     settings = prepared.settings
     executor = get_executor(settings.executor)
+    if settings.budget_usd is not None and getattr(executor, "name", None) != "local":
+        raise ConfigError(
+            f"budget_usd={settings.budget_usd:g} is enforced by the local executor only, not "
+            f"by {getattr(executor, 'name', type(executor).__name__)!r}. Run with "
+            "executor='local', or drop budget_usd and check plait.pricing.estimate() first.")
     shared = prepared.context.shared if prepared.context is not None else None
     observer = RunObserver(prepared.module, settings, prepared.inputs.total,
                            shared=shared if shared is not None and shared.owns(settings) else None,

@@ -90,3 +90,43 @@ def test_rerun_on_another_node_hits_entries_written_by_the_first(
     assert a.column("cache_hits").to_pylist() == [0] * ROWS
     assert b.column("cache_hits").to_pylist() == [2] * ROWS
     assert second.cost == 0.0 and first.cost > 0
+
+
+class Echo(Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.llm = LLMInference(alias="fast", temperature=0.0)
+
+    def forward(self, text: str) -> str:
+        return self.llm(f"Say: {text}")
+
+
+def test_ray_executor_calls_share_the_cache(cluster: Cluster, server: Any,
+                                            tmp_path: Path) -> None:
+    import asyncio
+
+    from plait import run
+
+    resources = server.resource_config({"fast": "gpt-4o-mini"})
+    rows = [f"x{i}" for i in range(40)]
+    cache = tmp_path / "c"
+
+    async def go() -> Any:
+        return await run(Echo(), rows, resources=resources, executor="ray", cache=cache)
+
+    before = server.stats().total_requests
+    first = asyncio.run(go())
+    assert server.stats().total_requests == before + 40
+    assert asyncio.run(go()) == first
+    assert server.stats().total_requests == before + 40
+
+
+def test_budget_on_ray_executor_is_refused(cluster: Cluster, server: Any) -> None:
+    import asyncio
+
+    from plait import run
+    from plait.errors import ConfigError
+
+    resources = server.resource_config({"fast": "gpt-4o-mini"})
+    with pytest.raises(ConfigError, match="local executor only"):
+        asyncio.run(run(Echo(), ["a"], resources=resources, executor="ray", budget_usd=1.0))
