@@ -8,7 +8,7 @@ once, on a placeholder, instead of on every row's real text. Such a graph is nev
 
 from __future__ import annotations
 
-import inspect
+import os
 from typing import TYPE_CHECKING, Any
 
 from plait.errors import TraceError
@@ -70,11 +70,8 @@ def _short(value: Any, limit: int = 100) -> str:
 
 
 def forward_location(root: Module) -> str:
-    """``file.py:line`` where ``root``'s forward() is defined."""
-    try:
-        forward = type(root).forward
-        lines = inspect.getsourcelines(forward)
-        file = inspect.getsourcefile(forward) or "?"
-    except (OSError, TypeError):
+    """``file.py:line`` where ``root``'s forward() is defined (no source file is read)."""
+    code = getattr(type(root).forward, "__code__", None)
+    if code is None:
         return f"{type(root).__name__}.forward()"
-    return f"{file.rsplit('/', 1)[-1]}:{lines[1]}"
+    return f"{os.path.basename(code.co_filename)}:{code.co_firstlineno}"
