@@ -7,6 +7,8 @@ subclasses: ``QueueFullError``, ``ExecutorOutputError``, ``BatcherClosedError``.
 
 ``OpenAIResponsesExecutor`` (also in ``plait.batching.http``) is the HTTP adapter: a batch
 of prompts as concurrent OpenAI Responses API calls on one connection pool.
+``TorchExecutor`` (also in ``plait.batching.torch``; needs the ``[torch]`` extra) runs a
+PyTorch model once per collated micro-batch.
 """
 
 from typing import TYPE_CHECKING, Any
@@ -28,6 +30,7 @@ from plait.errors import BatchingError
 
 if TYPE_CHECKING:
     from plait.batching._http import OpenAIResponsesExecutor
+    from plait.batching._torch import TorchExecutor
 
 __all__ = [
     "AsyncAutoBatched",
@@ -44,6 +47,7 @@ __all__ = [
     "OpenAIResponsesExecutor",
     "QueueFullError",
     "SyncExecutor",
+    "TorchExecutor",
     "autobatch",
 ]
 
@@ -54,4 +58,8 @@ def __getattr__(name: str) -> Any:
         from plait.batching._http import OpenAIResponsesExecutor
 
         return OpenAIResponsesExecutor
+    if name == "TorchExecutor":
+        from plait.batching._torch import TorchExecutor
+
+        return TorchExecutor
     raise AttributeError(f"module 'plait.batching' has no attribute {name!r}")

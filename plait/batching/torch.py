@@ -1,0 +1,5 @@
+"""The Torch adapter: ``from plait.batching.torch import TorchExecutor``."""
+
+from plait.batching._torch import TorchExecutor
+
+__all__ = ["TorchExecutor"]
