@@ -27,6 +27,7 @@ import re
 import secrets
 import string
 from dataclasses import dataclass
+from typing import Any, cast
 
 __all__ = [
     "SENTINEL_CHARS",
@@ -113,6 +114,17 @@ class Encoding:
             or _COMPACT_SHAPE.search(literal) is not None
             or _WIDE_SIGNATURE in literal
         )
+
+    def holds(self, value: Any) -> bool:
+        """Whether a nested structure of strings, lists and dicts holds a placeholder."""
+        if isinstance(value, str):
+            text = str.__str__(value)  # a plain copy: TracedText traps some str methods
+            return str.find(text, self.prefix) >= 0 or self.leaked(text)
+        if isinstance(value, list | tuple):
+            return any(self.holds(v) for v in cast("list[Any]", value))
+        if isinstance(value, dict):
+            return any(self.holds(v) for v in cast("dict[Any, Any]", value).values())
+        return False
 
 
 def compact() -> Encoding:

@@ -300,7 +300,7 @@ class Tracer:
         if isinstance(value, slice):
             return self._lift_slice(cast("slice[Any, Any, Any]", value), where)
         if isinstance(value, BaseModel):
-            if self._holds_placeholder(value.model_dump()):
+            if self.encoding.holds(value.model_dump()):
                 raise TraceError(
                     f"{where} is a {type(value).__name__} built from a traced value while "
                     f"tracing (at {user_source_location()}): it would hold a placeholder, not "
@@ -315,16 +315,6 @@ class Tracer:
             f"(at {user_source_location()}). Use strings, numbers, lists, dicts or pydantic "
             "models."
         )
-
-    def _holds_placeholder(self, value: Any) -> bool:
-        if isinstance(value, str):
-            text = str.__str__(value)
-            return str.find(text, self.encoding.prefix) >= 0 or self.encoding.leaked(text)
-        if isinstance(value, list | tuple):
-            return any(self._holds_placeholder(v) for v in value)  # pyright: ignore[reportUnknownVariableType]
-        if isinstance(value, dict):
-            return any(self._holds_placeholder(v) for v in value.values())  # pyright: ignore[reportUnknownVariableType]
-        return False
 
     def _lift_key(self, key: Any, where: str) -> Any:
         if not isinstance(key, str):
