@@ -79,9 +79,10 @@ class BatchTracker:
                 state = await self._api.state(self.batch_id)
                 if state.phase == "ended":
                     results = await self._api.results(state)
-                    return results, TransientError(
-                        f"{where} ended ({state.status}) without a result for this call; "
-                        "it is retried in a new batch.", alias=self._alias)
+                    why = (self._too_slow(where, error) if cancel_by is not None else
+                           f"{where} ended ({state.status}) without a result for this call; "
+                           "it is retried in a new batch.")
+                    return results, TransientError(why, alias=self._alias)
             except LLMError as exc:
                 if not exc.retryable:
                     return {}, exc
@@ -97,9 +98,11 @@ class BatchTracker:
                 except LLMError:
                     pass  # best effort: the deadline below still ends the wait
             if cancel_by is not None and now > cancel_by:
-                last = f" (last poll error: {error})" if error is not None else ""
-                return {}, TransientError(
-                    f"{where} did not finish within max_wait={self._policy.max_wait:g}s and "
-                    f"was cancelled{last}. Its calls are retried in a new batch; raise "
-                    "BatchPolicy(max_wait=...) if batches take longer.", alias=self._alias)
+                return {}, TransientError(self._too_slow(where, error), alias=self._alias)
             await self._clock.sleep(self._policy.poll_interval)
+
+    def _too_slow(self, where: str, error: LLMError | None) -> str:
+        last = f" (last poll error: {error})" if error is not None else ""
+        return (f"{where} did not finish within max_wait={self._policy.max_wait:g}s and was "
+                f"cancelled{last}. Its unfinished calls are retried in a new batch; raise "
+                "BatchPolicy(max_wait=...) if batches take longer.")
