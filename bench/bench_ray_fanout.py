@@ -36,11 +36,13 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from common import (
     BENCH_DIR,
     FAST_MODEL,
+    RESULTS,
     SMART_MODEL,
     FanOut,
     fanout_prompt,
@@ -51,7 +53,6 @@ from common import (
     measure,
     server_settings,
     table,
-    write_section,
 )
 
 from plait.resources.config import ResourceConfig
@@ -549,6 +550,37 @@ def cpu_report(local: dict[str, Any], rays: list[dict[str, Any]], rows: int,
     return "\n".join(lines)
 
 
+CPU_TITLE = "Ray CPU and wall beside the local executor (issue 10)"
+
+
+def write_cpu_section(body: str, path: Path = RESULTS) -> None:
+    """Replace (or add, before ``## notes``) the ``ray_cpu`` section of bench/RESULTS.md.
+
+    Everything else in the file (the hand-kept summary at its top, other sections) is kept
+    as it is; the section's link is added to ``## Sections`` once.
+    """
+    text = path.read_text() if path.exists() else ""
+    section = f"## {CPU_TITLE}\n<!-- section:ray_cpu -->\n\n{body.strip()}\n\n"
+    found = re.search(r"(?ms)^## [^\n]*\n<!-- section:ray_cpu -->\n.*?(?=^## |\Z)", text)
+    if found:
+        text = text[:found.start()] + section + text[found.end():]
+    else:
+        notes = re.search(r"(?m)^## notes\b", text)
+        at = notes.start() if notes else len(text)
+        text = text[:at] + section + text[at:]
+    anchor = re.sub(r"[^\w\- ]", "", CPU_TITLE.lower()).strip().replace(" ", "-")
+    link = f"- [{CPU_TITLE}](#{anchor})"
+    if link not in text:
+        index = re.search(r"(?ms)^## Sections\n\n(?:- \[.*?\n)*", text)
+        if index:
+            links = index.group(0).rstrip("\n").split("\n")
+            notes_link = [i for i, line in enumerate(links) if line.startswith("- [notes]")]
+            links.insert(notes_link[0] if notes_link else len(links), link)
+            text = text[:index.start()] + "\n".join(links) + "\n" + text[index.end():]
+    path.write_text(text)
+    print(f"\nwrote section 'ray_cpu' of {path}")
+
+
 def write_part(key: str, body: str) -> None:
     """Replace section ``key`` of bench/results_ray.md (fanout first, then rate)."""
     text = RESULTS_RAY.read_text() if RESULTS_RAY.exists() else ""
@@ -588,7 +620,7 @@ def main() -> None:
         print()
         print(body)
         if not args.no_write:
-            write_section("ray_cpu", body)
+            write_cpu_section(body)
         return
     for part in parts:
         body = part_fanout(args) if part == "fanout" else part_rate(args)
