@@ -177,10 +177,11 @@ class WorkerRuntime:
         self.router: Router = PoolRouter(self.manager)
         if global_permits is not None:
             self.router = _CappedRouter(self.router, global_permits)
-        self.meter = MeteredRouter(self.router, resources, cache=cache, events=events)
+        # The metered router holds max_concurrent (outside the cap), so hits never wait.
+        self.meter = MeteredRouter(self.router, resources, cache=cache, events=events,
+                                   max_concurrent=self.options.max_concurrent)
         self.router = self.meter
-        self.interpreter = Interpreter(graph, module, self.router, events=events,
-                                       max_concurrent=self.options.max_concurrent)
+        self.interpreter = Interpreter(graph, module, self.router, events=events)
         self._slots = asyncio.Semaphore(self.options.max_inflight)
         self._started = False
 

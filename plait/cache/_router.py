@@ -68,11 +68,15 @@ class MeteredRouter:
         resources: The endpoints (for prices and the cache key's provider and model).
         cache: The response cache, or None for no caching (calls are still priced).
         events: Event sink for "cache_hit" instants and corrupt-entry warnings, or None.
+        max_concurrent: Cap on calls in flight through ``inner`` across all aliases (the
+            run's ``max_concurrent``), held here so that cache hits never wait for it.
     """
 
     def __init__(self, inner: Router, resources: ResourceConfig, *,
-                 cache: ResponseCache | None = None, events: EventSink | None = None) -> None:
+                 cache: ResponseCache | None = None, events: EventSink | None = None,
+                 max_concurrent: int | None = None) -> None:
         self._inner = inner
+        self._global = asyncio.Semaphore(max_concurrent) if max_concurrent else None
         self._resources = resources
         self.cache = cache
         self._events = events
@@ -104,8 +108,7 @@ class MeteredRouter:
         """The cached reply when there is one, else ``inner``'s (then stored)."""
         cache = self.cache
         if cache is None:
-            value, usage = await self._inner.complete(alias, request, parse=parse,
-                                                      node_id=node_id, row=row)
+            value, usage = await self._send(alias, request, parse, node_id, row)
             self._spend(alias, usage, row)
             return value, usage
         config = self._resources.get(alias)
@@ -128,8 +131,7 @@ class MeteredRouter:
             texts.append(text)  # only replies that parsed: the last one is the answer
             return parsed
 
-        value, usage = await self._inner.complete(alias, request, parse=keep, node_id=node_id,
-                                                  row=row)
+        value, usage = await self._send(alias, request, keep, node_id, row)
         self._spend(alias, usage, row)
         if texts:
             entry = CachedReply(texts[-1], usage.input_tokens, usage.output_tokens,
@@ -142,6 +144,15 @@ class MeteredRouter:
                 self._warn(f"Could not write the cache entry for node '{node_id}' to "
                            f"{cache.path}: {exc}", alias, node_id, row)
         return value, usage
+
+    async def _send(self, alias: str, request: LLMRequest, parse: Callable[[str], Any],
+                    node_id: str, row: int | None) -> tuple[Any, Usage]:
+        if self._global is None:
+            return await self._inner.complete(alias, request, parse=parse, node_id=node_id,
+                                              row=row)
+        async with self._global:
+            return await self._inner.complete(alias, request, parse=parse, node_id=node_id,
+                                              row=row)
 
     def _spend(self, alias: str, usage: Usage, row: int | None) -> None:
         cost = self.price(alias).cost(usage.input_tokens, usage.output_tokens)

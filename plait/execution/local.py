@@ -61,12 +61,13 @@ class LocalExecutor:
         try:
             await manager.start(sorted(job.graph.aliases()))
             # The metered router sits outside the pools: a cache hit takes no permit.
+            # It also holds max_concurrent (not the interpreter), so hits never wait for it.
             meter = self.meter = MeteredRouter(PoolRouter(manager), settings.resources,
-                                               cache=settings.cache, events=job.events)
+                                               cache=settings.cache, events=job.events,
+                                               max_concurrent=settings.max_concurrent)
             budget = self.budget = (None if settings.budget_usd is None
                                     else Budget(settings.budget_usd))
-            interp = Interpreter(job.graph, job.module, meter, events=job.events,
-                                 max_concurrent=settings.max_concurrent)
+            interp = Interpreter(job.graph, job.module, meter, events=job.events)
             self._call_stats = {}
             async for result in _pipeline_rows(job, interp, settings.inflight_limit(),
                                                self._call_stats, meter, budget):

@@ -263,3 +263,29 @@ def test_cli_run_cache_then_stats_and_prune(tmp_path: Path,
     assert main(["cache", "prune", str(cache), "--older-than", "soon"]) == 2
     assert "30d, 12h" in capsys.readouterr().err
     assert main(["cache", "stats", str(tmp_path / "nowhere")]) == 2
+
+
+def test_hits_never_wait_for_max_concurrent(tmp_path: Path) -> None:
+    """With max_concurrent=1 held by a slow miss, the cached rows still finish first."""
+    class Slow(Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.llm = LLMInference(alias="fast", temperature=0.0)
+
+        def forward(self, text: str) -> str:
+            return self.llm(text)
+
+    cache = tmp_path / "c"
+    with LLMServer(latency=0.5).run_in_thread() as server:
+        resources = server.resource_config({"fast": "m"})
+        arun(run(Slow(), ["a", "b", "c"], resources=resources, cache=cache))
+
+        async def order() -> list[int]:
+            done: list[int] = []
+            async for r in run(Slow(), ["new", "a", "b", "c"], resources=resources,
+                               cache=cache, max_concurrent=1):
+                done.append(r.index)
+            return done
+
+        assert arun(order())[-1] == 0  # the miss, started first, ends last
+        assert server.stats().total_requests == 4
