@@ -27,7 +27,9 @@ WHAT_TO_DO = (
     "Apply the operation to the value itself, which records it in the graph (t[:2000], "
     "t.upper(), f\"{t}\".strip()), use a plait.functional op (F.render(template, x=t), "
     "F.to_json(v), F.join(items), F.strip(t), F.upper(t), ...), or do the processing in a leaf "
-    "module (a Module with `leaf = True` runs its forward() on real values)."
+    "module (a Module with `leaf = True` runs its forward() on real values). For a prompt "
+    "template, dedent or strip the template text first and insert the values after: "
+    "F.render(textwrap.dedent(TEMPLATE), doc=doc)."
 )
 
 

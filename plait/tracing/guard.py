@@ -91,7 +91,9 @@ def _message(name: str, frame: FrameType) -> str:
         "Apply it to the value itself, which records it in the graph (t.replace('a', 'b'), "
         "f\"{t}\".split(',')), use a plait.functional op (F.render, F.strip, F.upper, ...) or "
         "an @plait.functional.op function, or do it in a leaf module (a Module with "
-        "`leaf = True` runs its forward() on real values)."
+        "`leaf = True` runs its forward() on real values). For a prompt template, dedent or "
+        "strip the template text first and insert the values after: "
+        "F.render(textwrap.dedent(TEMPLATE), doc=doc)."
     )
 
 

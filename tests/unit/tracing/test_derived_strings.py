@@ -243,3 +243,23 @@ def test_a_refusal_caught_inside_forward_still_fails_the_trace(
 ) -> None:
     with pytest.raises(TraceError, match=r"test_derived_strings\.py:"):
         same_as_python(body, DOC)
+
+
+def test_a_dedented_prompt_template_names_the_fix(same_as_python: SameAsPython) -> None:
+    message = _raises(lambda self, t: self.llm(textwrap.dedent(f"""
+        Summarize:
+        {t}
+        """)), same_as_python, "textwrap.dedent(TEMPLATE)")
+    assert "textwrap.py:" in message  # the library line, after the user's line
+
+
+TEMPLATE = """
+    Summarize:
+    {doc}
+    """
+
+
+def test_the_suggested_template_form_works(same_as_python: SameAsPython) -> None:
+    from plait import functional as F
+
+    same_as_python(lambda self, t: self.llm(F.render(textwrap.dedent(TEMPLATE), doc=t)), DOC)
