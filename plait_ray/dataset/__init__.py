@@ -10,6 +10,7 @@ directory skips committed rows, so every input row ends up in the output exactly
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import math
 import time
@@ -44,6 +45,8 @@ from plait_ray.dataset._sources import RayDataSource, open_ray_source
 from plait_ray.dataset._worker import ChunkDone, DatasetPayload
 from plait_ray.runtime import RuntimeOptions, merge_stats
 from plait_ray.worker import WorkerLostError
+
+_ray: Any = ray  # the object-ref API is only partly typed
 
 __all__ = ["DatasetSummary", "RayDataSource", "WorkerLostError", "read_output", "run_dataset"]
 
@@ -155,7 +158,10 @@ def run_dataset(
         metrics=bool(options.get("metrics", True)), collect_events=profile is not None,
         env_file=options.get("env_file"), cache=as_cache(cache),
     )
-    payload_ref: Any = ray.put(payload)  # pyright: ignore[reportUnknownMemberType]
+    # Pickled here and loaded by the worker itself, so a module the workers cannot import is
+    # reported by name (WorkerImportError) instead of an actor that never starts.
+    pickler: Any = importlib.import_module("ray.cloudpickle")
+    payload_ref: Any = _ray.put(pickler.dumps(payload))
     fleet = Fleet(payload_ref, count, _actor_options(options),
                   float(options.get("worker_start_timeout_s", 120.0)))
     profiler = TraceProfiler() if profile is not None else None

@@ -13,11 +13,13 @@ atomically, with the rows that succeeded before kept as they were.
 from __future__ import annotations
 
 import asyncio
+import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from plait.errors import ConfigError
 from plait.events import Event, EventSink
 from plait.execution.contract import Row
 from plait.execution.results import RowResult
@@ -37,7 +39,15 @@ if TYPE_CHECKING:
     from plait.resources.manager import PermitFactory
     from plait.resources.permits import PermitSource
 
-__all__ = ["ChunkDone", "ClosingPermits", "DatasetPayload", "DatasetWorker"]
+__all__ = ["ChunkDone", "ClosingPermits", "DatasetPayload", "DatasetWorker",
+           "WorkerImportError"]
+
+
+_pickler: Any = importlib.import_module("ray.cloudpickle")
+
+
+class WorkerImportError(ConfigError):
+    """Code the pipeline calls cannot be imported on the Ray worker."""
 
 
 @dataclass
@@ -107,7 +117,13 @@ class ClosingPermits:
 class DatasetWorker:
     """The body of a dataset worker actor (an async actor: chunks overlap in one loop)."""
 
-    def __init__(self, payload: DatasetPayload, index: int) -> None:
+    def __init__(self, payload_bytes: bytes, index: int) -> None:
+        self._load_error: WorkerImportError | None = None
+        try:
+            payload: DatasetPayload = _pickler.loads(payload_bytes)
+        except ModuleNotFoundError as exc:
+            self._load_error = WorkerImportError(_import_message(exc, "the pipeline uses"))
+            return
         if payload.env_file:
             load_env_file(payload.env_file)  # before the runtime reads the keys
         self._metrics = (RayMetricsSink(type(payload.module).__name__)
@@ -139,7 +155,10 @@ class DatasetWorker:
 
         Raises:
             MissingAPIKeyError: This worker's environment lacks a key.
+            WorkerImportError: The pipeline uses a module this worker cannot import.
         """
+        if self._load_error is not None:
+            raise self._load_error
         await self._runtime.start()
         return True
 
@@ -182,6 +201,8 @@ class DatasetWorker:
 
         async def one(row: Row) -> RowResult:
             result = await self._runtime.run_row(row)
+            if result.error is not None:
+                result.error = _explain_import_error(result.error)
             self._rows_done[result.error is not None] += 1
             return result
 
@@ -204,3 +225,22 @@ class DatasetWorker:
         await self._permits.aclose()
         return stats
 
+
+def _explain_import_error(error: BaseException) -> BaseException:
+    """A row's ``ModuleNotFoundError`` (its own or its cause's), with where and the fix."""
+    cause: BaseException | None = error
+    while cause is not None and not isinstance(cause, ModuleNotFoundError):
+        cause = cause.__cause__ or cause.__context__
+    if cause is None:
+        return error
+    return WorkerImportError(_import_message(cause, "the pipeline calls"))
+
+
+def _import_message(exc: ModuleNotFoundError, what: str) -> str:
+    name = exc.name or "module"
+    return (
+        f"{exc} on the Ray worker: {what} code from a module the workers cannot import. "
+        f"Ship it with the run: executor_options={{'runtime_env': {{'py_modules': "
+        f"['path/to/{name}']}}}} (CLI: --runtime-env), or "
+        f"ray.cloudpickle.register_pickle_by_value({name}) before the run (`plait run` does "
+        "this for the modules next to the pipeline file), or install it on the nodes.")

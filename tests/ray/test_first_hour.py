@@ -29,6 +29,7 @@ from plait.cli import main
 from plait.errors import MissingAPIKeyError
 from plait.io import OutputDir, read_output
 from plait.testing import Fault, LLMServer
+from plait_ray.dataset._worker import WorkerImportError
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(180)]
 
@@ -220,3 +221,49 @@ def test_ctrl_c_reports_committed_rows_and_how_to_resume(tmp_path: Path) -> None
     assert proc.returncode == 130, err[-3000:]
     assert "rows are committed in" in err and "rerun the same command" in err
     assert "Traceback" not in err, err[-3000:]
+
+
+def test_progress_advances_per_row_within_a_chunk(local_ray: None, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    import re
+
+    import plait_ray
+
+    with LLMServer(latency=0.1).run_in_thread() as slow:
+        resources = slow.resource_config({"fast": "m"}, max_concurrent=2)
+        rows = [{"text": f"p{i}"} for i in range(40)]
+        plait_ray.run_dataset(Echo(), rows, tmp_path / "o", resources=resources,
+                              rows_per_chunk=40, workers=1, progress=True)
+    counts = {int(n) for n in re.findall(r"\b(\d+)/40\b", capsys.readouterr().err)}
+    # One chunk of 40 rows: a per-chunk bar would only ever show 0/40 and 40/40.
+    assert counts & set(range(1, 40)), sorted(counts)
+
+
+def test_module_the_workers_cannot_import_is_named(local_ray: None, server: LLMServer,
+                                                   tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    import plait_ray
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "fh_labels.py").write_text(
+        "from pydantic import BaseModel\n\nclass Label(BaseModel):\n    label: str\n")
+    monkeypatch.syspath_prepend(str(lib))  # importable here, not on the workers
+    labels = importlib.import_module("fh_labels")
+
+    class Classify(Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.llm = LLMInference(alias="fast", response_format=labels.Label)
+
+        def forward(self, text: str) -> Any:
+            return self.llm(text)
+
+    with pytest.raises(WorkerImportError) as info:
+        plait_ray.run_dataset(Classify(), [{"text": "a"}], tmp_path / "o", workers=1,
+                              resources=server.resource_config({"fast": "m"}), progress=False,
+                              executor_options={"worker_start_timeout_s": 60})
+    assert "No module named 'fh_labels' on the Ray worker" in str(info.value)
+    assert "py_modules" in str(info.value) and "register_pickle_by_value" in str(info.value)
