@@ -1,7 +1,7 @@
 """Rate-limited: extract-and-compare (2 ``fast`` + 1 ``smart`` per row) under four 429 styles.
 
 Usage: .venv/bin/python bench/bench_ratelimited.py [--rows 200] [--rate 100] [--burst 10]
-       [--styles ms,seconds,none,concurrency] [--cap 20] [--cap-latency 0.2]
+       [--styles ms,seconds,none,concurrency] [--cap 20] [--cap-latency 0.2] [--repeat 1]
 
 The loopback server (child process, 50 ms latency) refuses ``fast`` requests with 429 in one
 of four styles, each a separate run against a freshly reset server:
@@ -121,6 +121,25 @@ def style_settings(style: str, args: argparse.Namespace) -> dict[str, Any]:
             "max_concurrency": None, "retry_hint": hint, "latency": args.latency}
 
 
+def one_run(server: Any, variant: str, style: str, args: argparse.Namespace
+            ) -> dict[str, Any]:
+    """One variant in a fresh process against a freshly reset server; its figures."""
+    server.configure(**style_settings(style, args))  # a full, fresh bucket
+    server.reset_stats()
+    cmd = [sys.executable, __file__, "--child", variant, "--style", style,
+           "--url", server.openai_base_url, "--rows", str(args.rows),
+           "--rate", str(args.rate), "--cap", str(args.cap)]
+    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    stats = server.stats()
+    fast = stats.requests_by_model.get(FAST_MODEL, 0)
+    result["429"] = stats.rate_limited
+    result["requests"] = stats.total_requests
+    result["per_accepted"] = stats.rate_limited / max(1, fast - stats.rate_limited)
+    result["max_in_flight"] = stats.max_in_flight_by_model.get(FAST_MODEL, 0)
+    return result
+
+
 def limit_of(style: str, args: argparse.Namespace) -> float:
     """The rate-bound limit of one style, seconds."""
     if style == "concurrency":
@@ -137,6 +156,8 @@ def main() -> None:
     parser.add_argument("--cap-latency", type=float, default=0.2)
     parser.add_argument("--latency", type=float, default=0.05)
     parser.add_argument("--styles", default=",".join(STYLES))
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="runs per variant; the table shows the median (by wall time)")
     parser.add_argument("--child")
     parser.add_argument("--style", default="ms")
     parser.add_argument("--url", default="")
@@ -154,19 +175,9 @@ def main() -> None:
             for variant in VARIANTS:
                 if only and variant not in only:
                     continue
-                server.configure(**style_settings(style, args))  # a full, fresh bucket
-                server.reset_stats()
-                cmd = [sys.executable, __file__, "--child", variant, "--style", style,
-                       "--url", server.openai_base_url, "--rows", str(args.rows),
-                       "--rate", str(args.rate), "--cap", str(args.cap)]
-                out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
-                result = json.loads(out.strip().splitlines()[-1])
-                stats = server.stats()
-                fast = stats.requests_by_model.get(FAST_MODEL, 0)
-                result["429"] = stats.rate_limited
-                result["requests"] = stats.total_requests
-                result["per_accepted"] = stats.rate_limited / max(1, fast - stats.rate_limited)
-                result["max_in_flight"] = stats.max_in_flight_by_model.get(FAST_MODEL, 0)
+                runs = [one_run(server, variant, style, args) for _ in range(args.repeat)]
+                result = sorted(runs, key=lambda r: r["wall"])[len(runs) // 2]  # the median
+                result["walls"] = [r["wall"] for r in runs]
                 measured[style, variant] = result
                 ratio = result["wall"] / limit_of(style, args)
                 print(f"{style:11} {variant:17} wall {result['wall']:.3f}s ({ratio:.3f}x) "
@@ -190,7 +201,9 @@ def report(m: dict[tuple[str, str], dict[str, Any]], args: argparse.Namespace,
             r = m.get((style, variant))
             if r is None:
                 continue
+            walls = ", ".join(fmt_ratio(w / limit) for w in r["walls"])
             rows.append([STYLES[style], label, fmt_s(r["wall"]), fmt_ratio(r["wall"] / limit),
+                         walls,
                          r["failed"], r["requests"], r["429"], f"{r['per_accepted']:.3f}",
                          r["max_in_flight"], fmt_s(r["cpu"])])
     lines = header_lines([
@@ -206,9 +219,12 @@ def report(m: dict[tuple[str, str], dict[str, Any]], args: argparse.Namespace,
         f"{2 * args.rows * args.cap_latency / args.cap:.2f} s",
         "- target: plait (adaptive) <= 1.15 x the limit with 0 failed rows, in every style; "
         "429s per accepted request = server 429s / `fast` requests accepted",
+        f"- each variant ran {args.repeat} time(s), each in a fresh process; the row is the "
+        "median run, 'every run' lists all",
         "",
     ])
-    lines.append(table(["429 style", "variant", "wall s", "wall / limit", "failed rows",
+    lines.append(table(["429 style", "variant", "wall s", "wall / limit", "every run",
+                        "failed rows",
                         "requests", "429s", "429s per accepted", "max in flight (fast)",
                         "driver CPU s"], rows))
     lines.append("")
