@@ -87,7 +87,8 @@ def ensure_ray(options: Mapping[str, Any]) -> None:
 
 def _gcs_address(address: str | None) -> str | None:
     """The ``host:port`` of the existing cluster ``ray.init(address)`` would join, or None."""
-    if address is not None and (address == "local" or "://" in address):
+    named = address if address not in (None, "auto") else os.environ.get("RAY_ADDRESS")
+    if named and (named == "local" or "://" in named):
         return None  # a new local Ray, or Ray Client (which does its own handshake)
     services: Any = importlib.import_module("ray._private.services")
     try:
