@@ -155,7 +155,8 @@ class MeteredRouter:
                                               row=row)
 
     def _spend(self, alias: str, usage: Usage, row: int | None) -> None:
-        cost = self.price(alias).cost(usage.input_tokens, usage.output_tokens)
+        batched = bool(getattr(self._resources.get(alias), "batch", False))  # batch API price
+        cost = self.price(alias).cost(usage.input_tokens, usage.output_tokens, batch=batched)
         self.spent_usd += cost
         self._row(row).cost_usd += cost
 

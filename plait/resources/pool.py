@@ -100,7 +100,10 @@ class EndpointPool:
         self.permits = permits
         # Built-in table prices unless the endpoint sets its own (plait.pricing).
         price = endpoint_price(config)
-        self._prices = (price.input, price.output)
+        # An endpoint sending through the provider's batch API pays its batch prices.
+        batched = bool(getattr(config, "batch", False))
+        self._prices = ((price.batch_input, price.batch_output) if batched
+                        else (price.input, price.output))
         self.stats = EndpointStats(*self._prices)
         self._clock: Clock = clock or MonotonicClock()
         self._events = events

@@ -91,6 +91,23 @@ def test_each_level_travels_in_one_batch(provider: ProviderAPI) -> None:
     with_server(body)
 
 
+def test_a_batched_endpoint_costs_its_batch_price() -> None:
+    async def body(server: LLMServer) -> tuple[float, float]:
+        costs: list[float] = []
+        for batch in (False, FAST):
+            resources = server.resource_config({"fast": "m-a", "smart": "m-b"}, batch=batch,
+                                               input_cost_per_1m=2.0, output_cost_per_1m=8.0)
+            module = TwoCalls().bind(resources=resources, progress=False)
+            assert await module(rows(20)) == [expected(r) for r in rows(20)]
+            report = module.last_run
+            assert report is not None
+            costs.append(report.cost_usd)
+        return costs[0], costs[1]
+
+    sync, batched = with_server(body)
+    assert sync > 0 and batched == pytest.approx(sync / 2)
+
+
 def test_failed_items_are_retried_in_a_later_batch() -> None:
     async def body(server: LLMServer) -> None:
         out = await pipeline(server)(rows(40))
