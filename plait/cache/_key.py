@@ -57,7 +57,11 @@ def _parts(config: Any, request: LLMRequest, node_id: str | None, row: int | Non
 
 def cache_key(config: Any, request: LLMRequest, *, node_id: str | None,
               row: int | None) -> str:
-    """The hex SHA-256 of the key's parts in canonical JSON (sorted keys, no spaces)."""
-    text = json.dumps(_parts(config, request, node_id, row), sort_keys=True,
-                      separators=(",", ":"), ensure_ascii=False, default=str)
+    """The hex SHA-256 of the key's parts as compact JSON.
+
+    Keys are not sorted: the only mapping is the response schema, whose order is fixed by
+    its class; a different order could only cost a miss, never a wrong hit.
+    """
+    text = json.dumps(_parts(config, request, node_id, row), separators=(",", ":"),
+                      ensure_ascii=False, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
