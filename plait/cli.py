@@ -7,7 +7,6 @@ output with pyarrow (both use :mod:`plait.io`).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
 import importlib.util
 import inspect
@@ -15,7 +14,6 @@ import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -31,7 +29,6 @@ from plait.cli_cost import (
 from plait.errors import ConfigError, PlaitError
 from plait.io import DatasetSummary, OutputDir, run_dataset_local
 from plait.io._arrow import pq
-from plait.io._retry import aretry_failed_local, failed_parts
 from plait.module import Module
 
 __all__ = ["DISTRIBUTION", "load_pipeline", "main", "parse_columns", "parse_env",
@@ -239,21 +236,11 @@ def _run(args: argparse.Namespace) -> DatasetSummary:
 
 def _run_local(args: argparse.Namespace, pipeline: Module, columns: dict[str, str] | None,
                progress: bool | None) -> DatasetSummary:
-    """The local run, then (by default) the failed rows that earlier runs committed."""
-    out = OutputDir(args.output)
-    earlier = [] if args.keep_failed or args.resume == "fresh" else failed_parts(out)
-    summary = run_dataset_local(pipeline, args.input, args.output, resources=args.resources,
-                                columns=columns, resume=args.resume,
-                                rows_per_chunk=args.rows_per_chunk or 1000, progress=progress,
-                                cache=args.cache, budget_usd=args.budget_usd)
-    if not earlier:
-        return summary
-    # run_dataset_local checked the output belongs to this pipeline and input first.
-    retried, _ = asyncio.run(aretry_failed_local(pipeline, args.output, earlier,
-                                                 resources=args.resources, columns=columns))
-    total = out.committed_stats()
-    return replace(summary, errors=total.errors, input_tokens=total.input_tokens,
-                   output_tokens=total.output_tokens, rows_run=summary.rows_run + retried)
+    return run_dataset_local(pipeline, args.input, args.output, resources=args.resources,
+                             columns=columns, resume=args.resume,
+                             rows_per_chunk=args.rows_per_chunk or 1000, progress=progress,
+                             retry_failed=not args.keep_failed, cache=args.cache,
+                             budget_usd=args.budget_usd)
 
 
 def sample_errors(output: str | os.PathLike[str], limit: int = 3) -> list[tuple[int, str]]:

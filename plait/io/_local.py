@@ -18,6 +18,7 @@ from plait.execution.results import RowResult
 from plait.execution.settings import resolve_settings
 from plait.io._inputs import chunk_rows, resolve_columns
 from plait.io._output import ChunkStats, OutputDir, ResumeMode
+from plait.io._retry import aretry_failed_local, failed_parts
 from plait.io._schema import check_input_columns, result_table
 from plait.io._source import Chunk, iter_chunks, open_source
 from plait.io._summary import DatasetSummary
@@ -68,13 +69,15 @@ async def arun_dataset_local(
     events: EventSink | None = None,
     cache: Any = None,
     budget_usd: float | None = None,
+    retry_failed: bool = True,
 ) -> DatasetSummary:
     """Run ``pipeline`` over every row of ``source``, writing a Parquet dataset to ``output``.
 
     Rows are pipelined across chunks; a chunk's part file is committed once all its rows are
     done. See :mod:`plait.io` for the output schema and resume rules. ``cache`` and
     ``budget_usd`` are the ``ExecutionSettings`` of those names; rows a budget did not start
-    are not committed, so a rerun with the same output runs them.
+    are not committed, so a rerun with the same output runs them. A rerun also runs the rows
+    earlier runs committed as failed again (``retry_failed=False`` keeps them).
 
     Example:
         >>> summary = await arun_dataset_local(pipeline, "in.parquet", "out/",
@@ -94,6 +97,7 @@ async def arun_dataset_local(
     out.prepare(pipeline_hash(pipeline, graph), src.description,
                 resume if checkpoint else "fresh", total=src.total)
     committed = out.committed_ranges()
+    earlier_failures = failed_parts(out) if retry_failed else []
     open_chunks: dict[int, _Open] = {}
     owner: dict[int, int] = {}
 
@@ -125,6 +129,10 @@ async def arun_dataset_local(
     finally:
         bar.close()
         await manager.aclose()
+    if earlier_failures:
+        retried, _ = await aretry_failed_local(pipeline, out.path, earlier_failures,
+                                               resources=resources, columns=columns)
+        ran += retried
     total = out.committed_stats()
     return DatasetSummary(total.rows, total.errors, total.input_tokens, total.output_tokens,
                           cost, time.perf_counter() - started, out.path, ran)
