@@ -25,6 +25,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from plait.cache import MeteredRouter
 from plait.errors import ConfigError
 from plait.events import Event
 from plait.execution.contract import Job, Row
@@ -139,6 +140,7 @@ class RayExecutor:
     def __init__(self) -> None:
         self._stats: dict[str, dict[str, Any]] = {}
         self._events: list[Event] = []
+        self._cache_hits: dict[str, int] = {}  # a single call's, counted on the driver
 
     def endpoint_stats(self) -> dict[str, dict[str, Any]]:
         """Per-alias statistics of the last job, merged over workers (see ``merge_stats``)."""
@@ -165,6 +167,7 @@ class RayExecutor:
         namespace = hold_cluster_resources(job.settings.resources, job.graph.aliases(), options)
         single = isinstance(job.rows, list) and len(job.rows) == 1  # pyright: ignore[reportUnknownArgumentType]
         self._events = []
+        self._cache_hits = {}
         if single and options.get("single_call", "tasks") == "tasks":
             async for result in self._run_single(job, namespace):
                 yield result
@@ -176,12 +179,20 @@ class RayExecutor:
         cpus = float(ray_api.cluster_resources().get("CPU", 1))
         calls = max(1, len(job.graph.llm_nodes()))
         workers = min(plan_chunks(job.settings, job.graph, None, cpus).workers, calls)
-        # The driver's interpreter holds the global cap (every call passes through it).
+        # The driver's metered router holds the global cap and the cache (every call of
+        # the row passes through it); workers only send.
         options = RuntimeOptions(max_inflight=1, record=False)
-        async with self._loaded(job, namespace, workers, options) as (handles, job_id):
+        settings = job.settings
+        async with self._loaded(job, namespace, workers, options,
+                                cache=False) as (handles, job_id):
             names = {n.id: n.target for n in job.graph.llm_nodes()}
             router = NodeCallRouter(handles, job_id, names, self._events)
-            yield await run_single_row(job, router)
+            meter = MeteredRouter(router, settings.resources, cache=settings.cache,
+                                  events=job.events, max_concurrent=settings.max_concurrent)
+            try:
+                yield await run_single_row(job, router, meter)
+            finally:
+                self._cache_hits = dict(meter.hits_by_alias) if meter.cache is not None else {}
 
     async def _run_chunks(self, job: Job, namespace: str) -> AsyncIterator[RowResult]:
         total = len(job.rows) if isinstance(job.rows, list) else None  # pyright: ignore[reportUnknownArgumentType]
@@ -198,7 +209,8 @@ class RayExecutor:
 
     @contextlib.asynccontextmanager
     async def _loaded(self, job: Job, namespace: str, workers: int, options: RuntimeOptions,
-                      cap: int | None = None) -> AsyncGenerator[tuple[list[Any], str]]:
+                      cap: int | None = None, *, cache: bool = True
+                      ) -> AsyncGenerator[tuple[list[Any], str]]:
         """``workers`` warm row workers with the job loaded; unloaded (stats kept) on exit.
 
         With ``cap``, the workers lease the call's global ``max_concurrent`` from the
@@ -213,7 +225,7 @@ class RayExecutor:
             caps = cap_holder(job.graph.aliases(), job.settings.resources, namespace)
         payload = JobPayload(job.module, job.graph, job.settings.resources, options, workers,
                              namespace, job.events is not None, cap, caps,
-                             cache=job.settings.cache)
+                             cache=job.settings.cache if cache else None)
         payload_ref = ray_api.put(payload)  # shipped once per worker, not per chunk
         try:
             await _load(handles, job_id, payload_ref)
@@ -221,6 +233,8 @@ class RayExecutor:
         finally:
             parts = await _unload(handles, job_id, pool)
             self._stats = merge_stats(parts)
+            for alias, hits in self._cache_hits.items():
+                self._stats.setdefault(alias, {})["cache_hits"] = hits
             if caps is not None:
                 caps.cap_close.remote(job_id)
 

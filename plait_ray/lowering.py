@@ -3,7 +3,9 @@
 For one row the interesting parallelism is inside the graph. The driver runs the row through
 the same ``Interpreter`` as a local run, so every node, LLM or not, is evaluated exactly once
 and the output is built from the very values the LLM calls saw (a leaf that samples, logs or
-retrieves runs once). Only the LLM calls leave the driver: each becomes a call on a warm
+retrieves runs once); the driver also consults the response cache, prices each call and
+holds the call's ``max_concurrent`` (``MeteredRouter``, as locally). Only the LLM calls that
+must be sent leave the driver: each becomes a call on a warm
 ``RowWorker`` actor named ``plait:<module path>`` (the dashboard shows the pipeline's
 structure), and independent calls go to different workers. The worker sends the request
 through the job's ``WorkerRuntime`` (one per worker process and job: one HTTP session, one
@@ -24,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from plait.cache import MeteredRouter
 from plait.clients.base import LLMRequest, Usage
 from plait.events import Event
 from plait.execution.contract import Job
@@ -94,21 +97,28 @@ class NodeCallRouter:
             return outcome.value, outcome.usage
 
 
-async def run_single_row(job: Job, router: NodeCallRouter) -> RowResult:
-    """Run ``job``'s one row on the driver with ``router``; failures are the result's error."""
+async def run_single_row(job: Job, router: NodeCallRouter, meter: MeteredRouter) -> RowResult:
+    """Run ``job``'s one row on the driver; failures are the result's error.
+
+    ``meter`` wraps ``router`` as in a local run: it consults the response cache, prices
+    each call and holds the call's ``max_concurrent`` (every call of the row passes here).
+    """
     ((index, args, kwargs),) = list(job.rows)
     started = time.perf_counter()
     hook = job.on_node
     on_node: Callable[[str, Any, Usage | None], None] | None = None
     if hook is not None:
         on_node = lambda node_id, value, usage: hook(index, node_id, value, usage)  # noqa: E731
-    interp = Interpreter(job.graph, job.module, router, events=job.events,
-                         max_concurrent=job.settings.max_concurrent)
+    interp = Interpreter(job.graph, job.module, meter, events=job.events)
     try:
         preset = job.presets(index) if job.presets is not None else None
         outcome = await interp.run_row(args, kwargs, row=index, preset=preset,
                                        record=job.record, on_node=on_node)
     except Exception as exc:
-        return RowResult(index, error=exc, latency=time.perf_counter() - started)
+        spent = meter.pop_row(index)
+        return RowResult(index, error=exc, latency=time.perf_counter() - started,
+                         cost_usd=spent.cost_usd, cache_hits=spent.cache_hits)
+    spent = meter.pop_row(index)
     return RowResult(index, outcome.output, None, outcome.input_tokens, outcome.output_tokens,
-                     time.perf_counter() - started, outcome.values)
+                     time.perf_counter() - started, outcome.values, spent.cost_usd,
+                     spent.cache_hits)

@@ -177,6 +177,8 @@ class WorkerRuntime:
         self.router: Router = PoolRouter(self.manager)
         if global_permits is not None:
             self.router = _CappedRouter(self.router, global_permits)
+        # What sends a single call's LLM node (the driver meters and caches those).
+        self.sender: Router = self.router
         # The metered router holds max_concurrent (outside the cap), so hits never wait.
         self.meter = MeteredRouter(self.router, resources, cache=cache, events=events,
                                    max_concurrent=self.options.max_concurrent)
@@ -226,13 +228,16 @@ class WorkerRuntime:
                         row: int | None) -> tuple[Any, Usage]:
         """Send LLM node ``node_id``'s ``request`` (built by the driver) through the pools.
 
+        The driver's router already consulted the cache, priced the call and held the
+        call's ``max_concurrent``; this sends it (global permit, pool, retries, parsing).
+
         Raises:
             PlaitError: The call's failure, as the local pool raises it.
         """
         node = self.graph.nodes[node_id]
         module = self.module.get_submodule(node.target)
         await self.start()
-        return await self.router.complete(node.alias or "", request, parse=module.parse,
+        return await self.sender.complete(node.alias or "", request, parse=module.parse,
                                           node_id=node_id, row=row)
 
     async def run_rows(
