@@ -34,6 +34,7 @@ SECTIONS = [
     ("fanout", "Fan-out: 4 fast + 1 smart per row, 1,000 rows"),
     ("ratelimited", "Rate-limited: extract-and-compare under a 100 req/s server cap"),
     ("memory", "Memory: peak RSS of the driver"),
+    ("cache", "Response cache: the fan-out rerun (issue 12)"),
 ]
 
 
@@ -197,12 +198,15 @@ def write_section(key: str, body: str) -> None:
     sections[key] = f"## {title}\n<!-- section:{key} -->\n\n{body.strip()}\n"
     order = [k for k, _ in SECTIONS] + sorted(k for k in sections if k not in dict(SECTIONS))
     present = [k for k in order if k in sections]
-    index = ["# plait benchmarks (issue 2: performance)", "",
-             "Written by `bench/run_all.py` (each bench script replaces its own section). The",
-             "box these were measured on is shared: every section records its load average; the",
-             "figures to trust are from a quiet machine.", "",
-             "Other result files: `bench/results_*.md` (merged by the lead).", "",
-             "## Sections", ""]
+    # Keep a hand-written preamble (the at-a-glance table) above the index as it is.
+    preamble = text[:text.index("## Sections")] if "## Sections" in text else ""
+    index = ([preamble.rstrip("\n"), ""] if preamble else [
+        "# plait benchmarks (issue 2: performance)", "",
+        "Written by `bench/run_all.py` (each bench script replaces its own section). The",
+        "box these were measured on is shared: every section records its load average; the",
+        "figures to trust are from a quiet machine.", "",
+        "Other result files: `bench/results_*.md` (merged by the lead).", ""])
+    index += ["## Sections", ""]
     index += [f"- [{_title_of(sections[k])}](#{_anchor(_title_of(sections[k]))})"
               for k in present]
     out = "\n".join(index) + "\n\n" + "\n".join(sections[k] for k in present)
