@@ -60,3 +60,17 @@ def test_streamed_rows_give_error_values_only_when_asked() -> None:
         assert not values[0].is_error and values[0].meta == {"row": 0}
         assert values[1].is_error and "400" in str(values[1].payload)
         assert F.unwrap_or(values[1], "n/a") == "n/a"
+
+
+def test_a_batch_error_gives_every_row_as_a_value() -> None:
+    with LLMServer().run_in_thread() as server:
+        server.add_faults({"kind": "400", "match": "bad", "times": 10})
+        pipeline = Described().bind(resources=server.resource_config({"fast": "m"}))
+        with pytest.raises(BatchError) as info:
+            pipeline.run_sync(["ok", "bad", "fine"])
+    values = info.value.values()
+    assert [v.is_error for v in values] == [False, True, False]
+    assert [v.meta["row"] for v in values] == [0, 1, 2]
+    assert values[0].kind is ValueKind.STRUCTURED and "reply" in values[0].payload
+    assert "400" in str(values[1].payload)
+    assert F.unwrap_or(values[1], "n/a") == "n/a"
