@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from typing import Any
+
+import orjson
 
 from plait.clients.base import LLMRequest
 
@@ -57,11 +58,10 @@ def _parts(config: Any, request: LLMRequest, node_id: str | None, row: int | Non
 
 def cache_key(config: Any, request: LLMRequest, *, node_id: str | None,
               row: int | None) -> str:
-    """The hex SHA-256 of the key's parts as compact JSON.
+    """The hex SHA-256 of the key's parts as compact JSON (orjson: a few µs per call).
 
     Keys are not sorted: the only mapping is the response schema, whose order is fixed by
     its class; a different order could only cost a miss, never a wrong hit.
     """
-    text = json.dumps(_parts(config, request, node_id, row), separators=(",", ":"),
-                      ensure_ascii=False, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.sha256(orjson.dumps(_parts(config, request, node_id, row),
+                                       default=str)).hexdigest()

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from plait.errors import ConfigError
 
 __all__ = ["CacheDirStats", "CachedReply", "CorruptEntry", "ResponseCache"]
@@ -230,8 +232,8 @@ def _decode(data: bytes, key: str) -> CachedReply:
     if hashlib.sha256(payload).hexdigest().encode() != head:
         raise CorruptEntry("its checksum does not match its contents (torn or edited)")
     try:
-        fields: Any = json.loads(payload)
-    except ValueError as exc:
+        fields: Any = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
         raise CorruptEntry(f"its JSON does not parse: {exc}") from exc
     if not isinstance(fields, dict) or fields.get("key") != key:  # pyright: ignore[reportUnknownMemberType]
         raise CorruptEntry("it holds another key's reply")
