@@ -14,11 +14,14 @@ __all__ = ["JOURNAL_SUBDIR", "with_journal_dir"]
 JOURNAL_SUBDIR = "batch_api"
 
 
-def with_journal_dir(resources: ResourceConfig, checkpoint_dir: Path | None) -> ResourceConfig:
+def with_journal_dir(resources: ResourceConfig, checkpoint_dir: Path | None, *,
+                     fresh: bool = False) -> ResourceConfig:
     """``resources`` with each batched endpoint journaling under ``checkpoint_dir``.
 
     Endpoints that set ``BatchPolicy.journal_dir`` keep it; without a checkpoint_dir (or
-    without batched endpoints) ``resources`` itself is returned.
+    without batched endpoints) ``resources`` itself is returned. ``fresh`` (a run with
+    ``resume="fresh"``) deletes the endpoints' journals under ``checkpoint_dir`` first, as
+    the checkpoint's records are: the run starts over and claims no earlier batch.
     """
     if checkpoint_dir is None:
         return resources
@@ -27,9 +30,13 @@ def with_journal_dir(resources: ResourceConfig, checkpoint_dir: Path | None) -> 
         policy = as_policy(getattr(config, "batch", False))
         if (isinstance(config, EndpointConfig) and policy is not None
                 and policy.journal_dir is None):
+            directory = checkpoint_dir / JOURNAL_SUBDIR
+            if fresh:
+                for old in (directory / alias).glob("journal-*.jsonl"):
+                    old.unlink(missing_ok=True)
             # replace() runs __init__ with every field, the inline key included.
             changed[alias] = dataclasses.replace(
-                config, batch=policy.with_journal_dir(checkpoint_dir / JOURNAL_SUBDIR))
+                config, batch=policy.with_journal_dir(directory))
     if not changed:
         return resources
     return ResourceConfig(endpoints={**resources.endpoints, **changed})

@@ -59,7 +59,8 @@ class _Prepared:
         self.module = spec.module
         self.settings, self.context = resolve_settings(spec.overrides,
                                                        spec.module.__dict__.get("_bound"))
-        journaled = with_journal_dir(self.settings.resources, self.settings.checkpoint_dir)
+        journaled = with_journal_dir(self.settings.resources, self.settings.checkpoint_dir,
+                                     fresh=self.settings.resume == "fresh")
         if journaled is not self.settings.resources:  # batched endpoints journal there
             self.settings = dataclasses.replace(self.settings, resources=journaled)
         self.inputs: CallInputs = spec.split()

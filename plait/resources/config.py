@@ -215,8 +215,10 @@ class EndpointConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain data, without the API key."""
+        batch = self.batch
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)} | {
-            "api_key": None}
+            "api_key": None,
+            "batch": dataclasses.asdict(batch) if isinstance(batch, BatchPolicy) else batch}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, alias: str = "?") -> EndpointConfig:

@@ -115,3 +115,21 @@ def test_run_journal_dir_comes_from_checkpoint_dir_and_keeps_the_key(tmp_path: P
     assert bulk.resolve_api_key("bulk") == "sk-inline-key-123"
     assert moved["sync"] is resources["sync"]
     assert moved["mine"] is resources["mine"]
+
+
+def test_endpoint_to_dict_keeps_the_policy_as_plain_data() -> None:
+    config = OpenAIEndpointConfig("m", batch=BatchPolicy(linger=3.0))
+    data = config.to_dict()
+    assert data["batch"]["linger"] == 3.0
+    assert EndpointConfig.from_dict(data) == config
+    assert OpenAIEndpointConfig("m", batch=True).to_dict()["batch"] is True
+
+
+def test_a_fresh_run_deletes_the_journal_it_would_claim_from(tmp_path: Path) -> None:
+    resources = ResourceConfig(endpoints={"bulk": OpenAIEndpointConfig("m", batch=True)})
+    journal = BatchJournal(tmp_path / "batch_api" / "bulk", "openai")
+    asyncio.run(journal.record("batch_old", [item_id("c" * 32, 0)]))
+    with_journal_dir(resources, tmp_path)  # resume="auto" keeps it
+    assert BatchJournal(tmp_path / "batch_api" / "bulk", "openai").batches
+    with_journal_dir(resources, tmp_path, fresh=True)
+    assert not BatchJournal(tmp_path / "batch_api" / "bulk", "openai").batches
