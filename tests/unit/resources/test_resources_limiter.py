@@ -230,7 +230,7 @@ def test_lowered_rate_regrows_with_time_not_with_request_count():
         assert permits.effective_rate_per_min == pytest.approx(derived)
         await clock.advance(1.0)
         permits.on_success()
-        assert permits.effective_rate_per_min == pytest.approx(derived * 1.05)
+        assert permits.effective_rate_per_min == pytest.approx(derived * 1.15)  # derived: 15%/s
 
     run(main())
 
