@@ -15,13 +15,15 @@ JOURNAL_SUBDIR = "batch_api"
 
 
 def with_journal_dir(resources: ResourceConfig, checkpoint_dir: Path | None, *,
-                     fresh: bool = False) -> ResourceConfig:
+                     fresh: bool = False, subdir: str = JOURNAL_SUBDIR) -> ResourceConfig:
     """``resources`` with each batched endpoint journaling under ``checkpoint_dir``.
 
     Endpoints that set ``BatchPolicy.journal_dir`` keep it; without a checkpoint_dir (or
     without batched endpoints) ``resources`` itself is returned. ``fresh`` (a run with
     ``resume="fresh"``) deletes the endpoints' journals under ``checkpoint_dir`` first, as
     the checkpoint's records are: the run starts over and claims no earlier batch.
+    ``subdir`` names the journal directory inside ``checkpoint_dir`` (a dataset output
+    directory uses ``"_batch_api"``, which Parquet readers skip).
     """
     if checkpoint_dir is None:
         return resources
@@ -30,7 +32,7 @@ def with_journal_dir(resources: ResourceConfig, checkpoint_dir: Path | None, *,
         policy = as_policy(getattr(config, "batch", False))
         if (isinstance(config, EndpointConfig) and policy is not None
                 and policy.journal_dir is None):
-            directory = checkpoint_dir / JOURNAL_SUBDIR
+            directory = checkpoint_dir / subdir
             if fresh:
                 for old in (directory / alias).glob("journal-*.jsonl"):
                     old.unlink(missing_ok=True)

@@ -10,6 +10,7 @@ directory skips committed rows, so every input row ends up in the output exactly
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import itertools
 import math
@@ -20,6 +21,7 @@ from typing import Any
 
 import ray
 
+from plait.batch_api._run import with_journal_dir
 from plait.cache import as_cache
 from plait.errors import ConfigError
 from plait.execution.checkpointing import pipeline_hash
@@ -144,6 +146,11 @@ def run_dataset(
     out = OutputDir(Path(output).resolve())
     out.prepare(pipeline_hash(pipeline, graph), src.description,
                 resume if checkpoint else "fresh", total=src.total)
+    # Batched endpoints (plait.batch_api) journal their batch ids in the output directory.
+    journaled = with_journal_dir(settings.resources, out.path, subdir="_batch_api",
+                                 fresh=not checkpoint or resume == "fresh")
+    if journaled is not settings.resources:
+        settings = dataclasses.replace(settings, resources=journaled)
     committed = out.committed_ranges()
     count = workers or _default_workers()
     if count < 1:

@@ -21,13 +21,20 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import ray
+from ray import cloudpickle
 from ray.cluster_utils import Cluster
 
+from plait import LLMInference, Module
+from plait.io import read_output
 from plait.testing import LLMServer
+from plait_ray.dataset import run_dataset
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 ROWS = 2_000
 
@@ -84,9 +91,9 @@ def cluster(server: LLMServer) -> Iterator[Cluster]:
     cl.shutdown()
 
 
-def _journaled(ckpt: Path) -> int:
+def _journaled(ckpt: Path, subdir: str = "batch_api") -> int:
     lines = 0
-    for path in (ckpt / "batch_api").rglob("journal-*.jsonl"):
+    for path in (ckpt / subdir).rglob("journal-*.jsonl"):
         lines += sum(1 for line in path.read_text().splitlines() if line.endswith("}"))
     return lines
 
@@ -138,3 +145,34 @@ def test_killed_driver_rerun_polls_the_same_batches(cluster: Cluster, server: LL
     assert stats.items_submitted == 2 * ROWS
     assert stats.requests <= 300
     assert server.stats().total_requests == 0  # nothing went through the synchronous API
+
+
+class TwoCalls(Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.draft = LLMInference(alias="fast")
+        self.judge = LLMInference(alias="smart")
+
+    def forward(self, text: str) -> str:
+        return self.judge(f"Judge: {self.draft(text)}")
+
+
+def test_run_dataset_batches_and_journals_in_the_output_dir(
+        cluster: Cluster, server: LLMServer, tmp_path: Path) -> None:
+    rows = 300
+    resources = server.resource_config(
+        {"fast": "m-a", "smart": "m-b"},
+        batch={"linger": 0.3, "max_linger": 30.0, "poll_interval": 0.1})
+    server.batches.reset_stats()
+    server.batches.script(delay=0.2)
+    out = tmp_path / "out"
+    summary = run_dataset(TwoCalls(), [{"text": f"row-{i}"} for i in range(rows)], out,
+                          resources=resources, workers=2, progress=False)
+    assert (summary.rows, summary.errors) == (rows, 0)
+    table = read_output(out).sort_by("row_id")
+    assert table.column("output").to_pylist() == [expected(i) for i in range(rows)]
+    assert pq.ParquetDataset(out).read().num_rows == rows  # the journal is not a part
+    stats = server.batches.stats()
+    assert stats.items_submitted == 2 * rows and stats.duplicate_bodies == 0
+    assert stats.requests <= 100 and server.stats().total_requests == 0
+    assert _journaled(out, "_batch_api") == stats.batches_created
