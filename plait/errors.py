@@ -287,6 +287,8 @@ class NodeExecutionError(PlaitError):
         self.source = source
         self.cause = cause
         self.status = status
+        # Also when rebuilt from a pickle (Ray): the user's exception stays the chained cause.
+        self.__cause__ = cause
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (
