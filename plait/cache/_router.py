@@ -147,7 +147,9 @@ class MeteredRouter:
 
     async def _send(self, alias: str, request: LLMRequest, parse: Callable[[str], Any],
                     node_id: str, row: int | None) -> tuple[Any, Usage]:
-        if self._global is None:
+        # A batched endpoint's calls wait in a batch, not on a connection: the cap on
+        # requests in flight would only shrink its batches (plait.batch_api).
+        if self._global is None or getattr(self._resources.get(alias), "batch", False):
             return await self._inner.complete(alias, request, parse=parse, node_id=node_id,
                                               row=row)
         async with self._global:

@@ -26,6 +26,7 @@ import pytest
 
 from plait import LLMInference, Module
 from plait.errors import BadRequestError, BatchError, LLMError
+from plait.execution import run
 from plait.resources.config import ProviderAPI
 from plait.testing import LLMServer
 
@@ -106,6 +107,15 @@ def test_a_batched_endpoint_costs_its_batch_price() -> None:
 
     sync, batched = with_server(body)
     assert sync > 0 and batched == pytest.approx(sync / 2)
+
+
+def test_the_run_cap_on_requests_in_flight_does_not_split_batches() -> None:
+    async def body(server: LLMServer) -> None:
+        out = await run(pipeline(server), rows(200), max_concurrent=8)
+        assert out == [expected(r) for r in rows(200)]
+        assert server.batches.stats().batches_created == 2
+
+    with_server(body)
 
 
 def test_failed_items_are_retried_in_a_later_batch() -> None:
