@@ -124,6 +124,9 @@ class RunObserver:
         meter = getattr(executor, "meter", None)
         if meter is not None and meter.cache is not None:
             report.cache = meter.counters.to_dict()
+        elif self.settings.cache is not None:  # e.g. Ray: hits counted by the workers
+            report.cache = {"hits": sum(int(s.get("cache_hits", 0))
+                                        for s in report.endpoints.values())}
         budget = getattr(executor, "budget", None)
         if budget is not None:
             report.budget = budget.report()

@@ -114,11 +114,16 @@ def test_ray_executor_calls_share_the_cache(cluster: Cluster, server: Any,
     async def go() -> Any:
         return await run(Echo(), rows, resources=resources, executor="ray", cache=cache)
 
+
     before = server.stats().total_requests
     first = asyncio.run(go())
     assert server.stats().total_requests == before + 40
-    assert asyncio.run(go()) == first
+    pipeline = Echo()
+    again = asyncio.run(run(pipeline, rows, resources=resources, executor="ray", cache=cache))
+    assert again == first
     assert server.stats().total_requests == before + 40
+    assert pipeline.last_run.cache == {"hits": 40}
+    assert pipeline.last_run.endpoints["fast"]["cache_hits"] == 40
 
 
 def test_budget_on_ray_executor_is_refused(cluster: Cluster, server: Any) -> None:
