@@ -16,6 +16,7 @@ waits for that batch instead of paying again.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +72,7 @@ class BatchClient:
         self._submits: set[asyncio.Task[None]] = set()
         self.trackers: dict[str, BatchTracker] = {}
         self.submitted_batches = 0
+        self._finding: asyncio.Future[None] | None = None
 
     async def complete(self, request: LLMRequest, *, timeout: float) -> LLMResponse:
         """Send ``request`` in a batch; its reply once the batch has ended.
@@ -82,6 +84,8 @@ class BatchClient:
             LLMError: The call's error in the batch, or the batch's (retryable unless the
                 provider refused the call for good).
         """
+        if self.journal.intents:
+            await self._find_intents()
         payload = self.api.payload(request)
         digest = request_hash(self.api.provider, payload)
         claimed = self.journal.claim(digest)
@@ -100,6 +104,22 @@ class BatchClient:
         if isinstance(outcome, LLMError):
             raise outcome
         return outcome
+
+    async def _find_intents(self) -> None:
+        # Once per client, before any claim: every caller waits for the same lookup.
+        if self._finding is None:
+            self._finding = asyncio.ensure_future(self._resolve_intents())
+        await asyncio.shield(self._finding)
+
+    async def _resolve_intents(self) -> None:
+        for intent, (_, items) in list(self.journal.intents.items()):
+            try:
+                batch_id = await self.api.find(intent)
+            except LLMError:
+                batch_id = None  # cannot tell: its calls are submitted again
+            if batch_id is not None:
+                await self.journal.record(batch_id, items, intent)
+            self.journal.intents.pop(intent, None)
 
     def _tracker(self, batch_id: str) -> BatchTracker:
         tracker = self.trackers.get(batch_id)
@@ -145,10 +165,15 @@ class BatchClient:
             task.add_done_callback(self._submits.discard)
 
     async def _submit(self, batch: list[_Pending]) -> None:
+        items = [p.item for p in batch]
+        intent = f"plait-{secrets.token_hex(8)}"
         try:
-            batch_id = await self.api.submit([p.line for p in batch])
+            # The intent line first: a kill after the provider creates the batch but before
+            # its id is journaled is found again by the intent tag (BatchAPI.find).
+            await self.journal.record_intent(intent, items)
+            batch_id = await self.api.submit([p.line for p in batch], intent)
             # Durable before any caller learns of the batch: a kill from here on resumes.
-            await self.journal.record(batch_id, [p.item for p in batch])
+            await self.journal.record(batch_id, items, intent)
         except Exception as exc:
             error = exc if isinstance(exc, LLMError) else ServerError(
                 f"Endpoint '{self.alias}': submitting a batch failed: {type(exc).__name__}: "

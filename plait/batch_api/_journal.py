@@ -76,10 +76,15 @@ class BatchJournal:
         self._by_hash: dict[str, list[tuple[int, str, str]]] = {}  # hash -> (n, item, batch)
         self._next: dict[str, int] = {}
         self._claimed: set[str] = set()
+        self._resolved: set[str] = set()
         self.batches: dict[str, JournaledBatch] = {}
+        self.intents: dict[str, tuple[float, list[str]]] = {}
+        """Submissions begun but with no batch id recorded: intent key -> (time, items)."""
         if directory is not None and directory.is_dir():
             for path in sorted(directory.glob("journal-*.jsonl")):
                 self._load(path)
+            for intent in self._resolved:  # its batch record is in another file
+                self.intents.pop(intent, None)
 
     def _load(self, path: Path) -> None:
         try:
@@ -96,6 +101,18 @@ class BatchJournal:
 
     def _remember(self, record: Mapping[str, Any]) -> None:
         batch_id, items, at = record.get("batch"), record.get("items"), record.get("at")
+        intent = record.get("intent")
+        if isinstance(intent, str) and _BATCH_ID.match(intent):
+            if batch_id is None:  # submission started; its batch id may never have arrived
+                if isinstance(items, list) and isinstance(at, int | float):
+                    kept = [str(i) for i in items if isinstance(i, str) and _ITEM.match(i)]  # pyright: ignore[reportUnknownVariableType]
+                    self.intents[intent] = (float(at), kept)
+                    for item in kept:
+                        digest, _, n = item.rpartition("-")
+                        self._next[digest] = max(self._next.get(digest, 0), int(n) + 1)
+                return
+            self.intents.pop(intent, None)
+            self._resolved.add(intent)
         if not isinstance(batch_id, str) or not _BATCH_ID.match(batch_id):
             return
         if not isinstance(items, list) or not isinstance(at, int | float):
@@ -127,11 +144,27 @@ class BatchJournal:
         self._claimed.add(item)
         return item
 
-    async def record(self, batch_id: str, items: Sequence[str]) -> None:
+    async def record_intent(self, intent: str, items: Sequence[str]) -> None:
+        """Append, durably, that a batch of ``items`` is about to be created as ``intent``.
+
+        A kill between the provider creating the batch and ``record`` leaves this line; a
+        re-run asks the provider for the batch tagged ``intent`` (``BatchAPI.find``).
+        """
+        line = json.dumps({"v": 1, "intent": intent, "provider": self._provider,
+                           "at": time.time(), "items": list(items)}) + "\n"
+        if self._dir is not None:
+            await asyncio.to_thread(self._append, line)
+
+    async def record(self, batch_id: str, items: Sequence[str], intent: str | None = None
+                     ) -> None:
         """Append the batch durably (fsync'ed), off the event loop."""
         at = time.time()
-        line = json.dumps({"v": 1, "batch": batch_id, "provider": self._provider, "at": at,
-                           "items": list(items)}) + "\n"
+        fields: dict[str, Any] = {"v": 1, "batch": batch_id, "provider": self._provider,
+                                  "at": at, "items": list(items)}
+        if intent is not None:
+            fields["intent"] = intent
+            self.intents.pop(intent, None)
+        line = json.dumps(fields) + "\n"
         if self._dir is not None:
             await asyncio.to_thread(self._append, line)
         self.batches[batch_id] = JournaledBatch(batch_id, at, items)

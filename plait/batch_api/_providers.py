@@ -65,8 +65,12 @@ class BatchAPI(Protocol):
         """One call as it is uploaded (its length counts against the byte limit)."""
         ...
 
-    async def submit(self, lines: Sequence[bytes]) -> str:
-        """Upload the calls and create the batch; its id."""
+    async def submit(self, lines: Sequence[bytes], intent: str) -> str:
+        """Upload the calls and create the batch (tagged ``intent`` where possible); its id."""
+        ...
+
+    async def find(self, intent: str) -> str | None:
+        """The id of the batch created with tag ``intent``, or None if there is none."""
         ...
 
     async def state(self, batch_id: str) -> BatchState:
@@ -125,8 +129,8 @@ class OpenAIBatches:
         return json.dumps({"custom_id": custom_id, "method": "POST",
                            "url": "/v1/chat/completions", "body": payload}).encode()
 
-    async def submit(self, lines: Sequence[bytes]) -> str:
-        """Upload the JSONL file, then create the batch from it."""
+    async def submit(self, lines: Sequence[bytes], intent: str) -> str:
+        """Upload the JSONL file, then create the batch from it, tagged ``intent``."""
         form = aiohttp.FormData()
         form.add_field("purpose", "batch")
         form.add_field("file", b"\n".join(lines) + b"\n", filename="plait-batch.jsonl",
@@ -135,8 +139,27 @@ class OpenAIBatches:
         file_id = self._field(uploaded, "id")
         created = await self.http.send_json("POST", f"{self._base}/batches", body={
             "input_file_id": file_id, "endpoint": "/v1/chat/completions",
-            "completion_window": self._window, "metadata": {"created_by": "plait"}})
+            "completion_window": self._window,
+            "metadata": {"created_by": "plait", "plait_intent": intent}})
         return self._field(created, "id")
+
+    async def find(self, intent: str) -> str | None:
+        """Search the newest batches (``GET /batches``, 10 pages of 100) for the tag."""
+        after: str | None = None
+        for _ in range(10):
+            query = "?limit=100" + (f"&after={after}" if after else "")
+            page = await self.http.send_json("GET", f"{self._base}/batches{query}")
+            entries: list[Any] = json_list(page.get("data")) or []
+            for entry in entries:
+                batch = json_object(entry) or {}
+                metadata = json_object(batch.get("metadata")) or {}
+                if metadata.get("plait_intent") == intent and isinstance(batch.get("id"), str):
+                    return str(batch["id"])
+            last = json_object(entries[-1]) if entries else None
+            if not page.get("has_more") or last is None or not isinstance(last.get("id"), str):
+                return None
+            after = str(last["id"])
+        return None
 
     async def state(self, batch_id: str) -> BatchState:
         """``GET /batches/{id}``."""
@@ -228,8 +251,8 @@ class AnthropicBatches:
         """One entry of the ``requests`` array."""
         return json.dumps({"custom_id": custom_id, "params": payload}).encode()
 
-    async def submit(self, lines: Sequence[bytes]) -> str:
-        """``POST /v1/messages/batches`` with every call in the body."""
+    async def submit(self, lines: Sequence[bytes], intent: str) -> str:
+        """``POST /v1/messages/batches`` with every call in the body (no tag: see ``find``)."""
         body = b'{"requests": [' + b", ".join(lines) + b"]}"
         created = await self.http.send_json("POST", f"{self._base}/v1/messages/batches",
                                             data=body)
@@ -238,6 +261,14 @@ class AnthropicBatches:
             raise ServerError(f"Endpoint '{self._alias}': the batch API replied without an "
                               f"id: {excerpt(json.dumps(created))}", alias=self._alias)
         return batch_id
+
+    async def find(self, intent: str) -> str | None:
+        """None: Message Batches carry no metadata, so an untagged batch cannot be found.
+
+        A driver killed between Anthropic creating a batch and the journal line (a few
+        milliseconds) resubmits that batch's calls.
+        """
+        return None
 
     async def state(self, batch_id: str) -> BatchState:
         """``GET /v1/messages/batches/{id}``."""

@@ -108,12 +108,14 @@ class _Batch:
     output_file: str | None = None
     error_file: str | None = None
     ended: bool = False
+    metadata: dict[str, Any] = field(default_factory=dict[str, Any])
 
 
 _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("POST", re.compile(r"^/v1/files$"), "upload"),
     ("GET", re.compile(r"^/v1/files/([\w-]+)/content$"), "file_content"),
     ("POST", re.compile(r"^/v1/batches$"), "openai_create"),
+    ("GET", re.compile(r"^/v1/batches$"), "openai_list"),
     ("GET", re.compile(r"^/v1/batches/([\w-]+)$"), "openai_get"),
     ("POST", re.compile(r"^/v1/batches/([\w-]+)/cancel$"), "cancel"),
     ("POST", re.compile(r"^/v1/messages/batches$"), "anthropic_create"),
@@ -232,7 +234,21 @@ class BatchEmulator:
                 entry = json.loads(line)
                 items.append((str(entry["custom_id"]), dict(entry["body"])))
         batch = self._create("openai", items, "batch_plait")
+        metadata = body.get("metadata")
+        batch.metadata = dict(metadata) if isinstance(metadata, dict) else {}  # pyright: ignore[reportUnknownArgumentType]
         return json_response(200, self._openai_view(batch))
+
+    async def _openai_list(self, request: web.BaseRequest, _: str) -> web.StreamResponse:
+        newest = [b for b in reversed(self._batches.values()) if b.provider == "openai"]
+        after = request.query.get("after")
+        if after is not None:
+            ids = [b.id for b in newest]
+            newest = newest[ids.index(after) + 1:] if after in ids else []
+        limit = int(request.query.get("limit", "20"))
+        page = newest[:limit]
+        return json_response(200, {"object": "list",
+                                   "data": [self._openai_view(b) for b in page],
+                                   "has_more": len(newest) > limit})
 
     async def _openai_get(self, _: web.BaseRequest, batch_id: str) -> web.StreamResponse:
         batch = await self._advance(self._batches[batch_id])
@@ -242,7 +258,8 @@ class BatchEmulator:
         view: dict[str, Any] = {
             "id": batch.id, "object": "batch", "endpoint": "/v1/chat/completions",
             "status": batch.status, "output_file_id": batch.output_file,
-            "error_file_id": batch.error_file, "request_counts": {"total": len(batch.items)}}
+            "error_file_id": batch.error_file, "request_counts": {"total": len(batch.items)},
+            "metadata": batch.metadata}
         if batch.status == "failed":
             view["errors"] = {"data": [{"code": "refused",
                                         "message": "plait.testing refused this batch"}]}

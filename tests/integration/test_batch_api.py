@@ -25,6 +25,8 @@ from typing import Any, TypeVar
 import pytest
 
 from plait import LLMInference, Module
+from plait.batch_api import BatchClient, BatchPolicy
+from plait.clients.base import LLMRequest
 from plait.errors import BadRequestError, BatchError, LLMError
 from plait.execution import run
 from plait.resources.config import ProviderAPI
@@ -216,6 +218,33 @@ def test_a_wrong_key_fails_rows_without_echoing_it() -> None:
     assert sorted(failures) == [0, 1]
     assert "401" in str(failures[0]) and "sk-WRONG-KEY-456789" not in str(failures[0])
     assert isinstance(failures[0].__cause__ or failures[0], LLMError)
+
+
+def test_a_batch_created_but_not_journaled_is_found_by_its_tag(tmp_path: Path) -> None:
+    """The kill window between OpenAI creating a batch and its id reaching the journal."""
+    async def main(server: LLMServer) -> None:
+        config = server.resource_config({"fast": "m-a"})["fast"]
+        policy = BatchPolicy(**FAST, journal_dir=str(tmp_path))
+        first = BatchClient(config, "fast", policy)
+
+        async def crash(*_: object) -> None:
+            raise RuntimeError("killed before the batch id was written")
+
+        first.journal.record = crash  # type: ignore[method-assign]
+        with pytest.raises(LLMError, match="killed before"):
+            await first.complete(LLMRequest("tagged"), timeout=5)
+        await first.aclose()
+        second = BatchClient(config, "fast", policy)
+        try:
+            reply = await second.complete(LLMRequest("tagged"), timeout=5)
+        finally:
+            await second.aclose()
+        assert reply.text == "[m-a] echo: tagged"
+        stats = server.batches.stats()
+        assert stats.batches_created == 1 and stats.duplicate_bodies == 0
+        assert stats.requests_by_route["GET ^/v1/batches$"] == 1
+
+    with_server(main)
 
 
 CHILD = textwrap.dedent("""

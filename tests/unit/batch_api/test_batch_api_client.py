@@ -50,6 +50,8 @@ class FakeAPI:
         self.batches: dict[str, list[dict[str, Any]]] = {}
         self.polls: dict[str, int] = {}
         self.cancelled: list[str] = []
+        self.tags: dict[str, str] = {}
+        self.finds = 0
 
     def payload(self, request: LLMRequest) -> dict[str, Any]:
         return {"model": "m", "prompt": request.prompt}
@@ -57,12 +59,17 @@ class FakeAPI:
     def line(self, custom_id: str, payload: Mapping[str, Any]) -> bytes:
         return json.dumps({"custom_id": custom_id, "body": payload}).encode()
 
-    async def submit(self, lines: Sequence[bytes]) -> str:
+    async def submit(self, lines: Sequence[bytes], intent: str) -> str:
         if self.submit_error is not None:
             raise self.submit_error
         batch_id = f"batch_{len(self.batches)}"
         self.batches[batch_id] = [json.loads(line) for line in lines]
+        self.tags[intent] = batch_id
         return batch_id
+
+    async def find(self, intent: str) -> str | None:
+        self.finds += 1
+        return self.tags.get(intent)
 
     async def state(self, batch_id: str) -> BatchState:
         if self.state_errors:
@@ -262,3 +269,27 @@ def test_zero_linger_still_collects_what_is_ready(policy: dict[str, float]) -> N
     api = FakeAPI()
     out = drive(lambda clock: ask(client(api, clock, **policy), ["a", "b", "c"]))
     assert out == ["re: a", "re: b", "re: c"]
+
+
+def test_a_kill_before_the_batch_id_was_journaled_finds_the_batch_by_its_tag(
+        tmp_path: Path) -> None:
+    first = FakeAPI(never_end=True)
+
+    async def killed(clock: FakeClock) -> None:
+        c = client(first, clock, tmp_path)
+
+        async def crash(*_: object) -> None:  # the process dies before the id is written
+            raise RuntimeError("killed")
+
+        c.journal.record = crash  # type: ignore[method-assign]
+        results = await ask(c, ["a", "b"])
+        assert all(isinstance(r, LLMError) for r in results)
+
+    drive(killed)
+    assert len(first.batches) == 1  # the provider created (and bills) it
+    second = FakeAPI()
+    second.batches, second.tags = first.batches, first.tags
+    out = drive(lambda clock: ask(client(second, clock, tmp_path), ["a", "b", "c"]))
+    assert out == ["re: a", "re: b", "re: c"]
+    assert second.finds == 1
+    assert [e["body"]["prompt"] for e in second.batches["batch_1"]] == ["c"]
