@@ -6,6 +6,12 @@ the caller, so a driver killed at any later point finds every batch it paid for:
     {"v": 1, "batch": "batch_abc", "provider": "openai", "at": 1767000000.0,
      "items": ["3f2a...-0", "9b1c...-0", ...]}
 
+Before the batch is created, an intent line with the same items and a random tag is
+appended (``{"v": 1, "intent": "plait-...", "items": [...], ...}``); the batch line repeats
+the tag. An intent with no batch line is a kill between the provider creating the batch and
+its id reaching disk: a re-run asks the provider for the batch carrying that tag (OpenAI
+batch ``metadata``; Anthropic batches carry none, so those calls are submitted again).
+
 An item id (the batch's ``custom_id``) is ``<request hash>-<n>``: the hash of the exact
 request body (model, messages, settings), and ``n`` counting submissions of that same body,
 so a retry of a failed call gets a new id and the same call in a re-run is recognised. A
