@@ -176,13 +176,16 @@ def run_dataset(
     bar = make_progress(src.total, progress, f"{type(pipeline).__name__} rows")
     bar.update(sum(hi - lo for lo, hi in committed) - sum(n for _, n in retries))
     shown = [0, 0]  # rows this call counted on the bar: succeeded, failed
+    paid = [0.0]  # USD this call showed on the bar
 
-    def on_rows(ok: int, failed: int) -> None:
+    def on_rows(ok: int, failed: int, usd: float = 0.0) -> None:
+        cost = max(0.0, usd - paid[0])
+        paid[0] = max(paid[0], usd)
         if ok > shown[0]:
-            bar.update(ok - shown[0])
-            shown[0] = ok
+            bar.update(ok - shown[0], cost_usd=cost)
+            shown[0], cost = ok, 0.0
         if failed > shown[1]:
-            bar.update(failed - shown[1], failed=True)
+            bar.update(failed - shown[1], failed=True, cost_usd=cost)
             shown[1] = failed
 
     def on_done(_work: Work, done: ChunkDone) -> None:

@@ -71,7 +71,7 @@ class Fleet:
         # Replacements are bounded so a worker that always dies cannot loop forever.
         self._budget = 3 * count + 2
         self.lost = 0
-        self.rows: dict[int, tuple[int, int]] = {}  # worker index -> (succeeded, failed)
+        self.rows: dict[int, tuple[int, int, float]] = {}  # worker -> (ok, failed, USD)
         for _ in range(count):
             self._spawn()
 
@@ -105,8 +105,8 @@ class Fleet:
             raise
         self.live.append(worker)
 
-    def poll_rows(self) -> tuple[int, int]:
-        """Ask every live worker for its row counts; return (succeeded, failed) of all."""
+    def poll_rows(self) -> tuple[int, int, float]:
+        """Ask every live worker for its row counts; return (succeeded, failed, USD) of all."""
         refs = {w.handle.rows_done.remote(): w for w in self.live}
         ready, _ = _ray.wait(list(refs), num_returns=len(refs), timeout=5.0)
         for ref in ready:
@@ -114,8 +114,9 @@ class Fleet:
                 self.rows[refs[ref].index] = _ray.get(ref)
             except (RayActorError, RayTaskError, GetTimeoutError):
                 continue
-        return (sum(ok for ok, _ in self.rows.values()),
-                sum(bad for _, bad in self.rows.values()))
+        return (sum(ok for ok, _, _ in self.rows.values()),
+                sum(bad for _, bad, _ in self.rows.values()),
+                sum(usd for _, _, usd in self.rows.values()))
 
     def pick(self) -> _Worker:
         """The live worker with the fewest chunks in flight."""
@@ -149,10 +150,11 @@ class Fleet:
 
 def drive(chunks: Iterator[Work], fleet: Fleet, max_in_flight: int,
           on_done: Callable[[Work, ChunkDone], None],
-          on_rows: Callable[[int, int], None] | None = None) -> None:
+          on_rows: Callable[[int, int, float], None] | None = None) -> None:
     """Run every chunk on the fleet; call ``on_done`` as each one is committed.
 
-    ``on_rows(succeeded, failed)`` gets the rows the workers have finished so far, polled
+    ``on_rows(succeeded, failed, usd)`` gets the rows the workers have finished so far
+    (and what they cost), polled
     about every half second, so a progress bar moves per row rather than per chunk.
 
     Raises:

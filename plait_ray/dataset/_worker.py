@@ -138,6 +138,7 @@ class DatasetWorker:
         self._mapping = payload.mapping
         self._out = OutputDir(payload.output)
         self._rows_done = [0, 0]  # succeeded, failed
+        self._spent = 0.0  # USD of the rows finished so far (the driver's progress bar)
 
     def _sink(self) -> EventSink | None:
         metrics, collector = self._metrics, self._collector
@@ -204,13 +205,14 @@ class DatasetWorker:
             if result.error is not None:
                 result.error = _explain_import_error(result.error)
             self._rows_done[result.error is not None] += 1
+            self._spent += result.cost_usd
             return result
 
         return list(await asyncio.gather(*(one(r) for r in rows)))
 
-    def rows_done(self) -> tuple[int, int]:
-        """(succeeded, failed) rows finished so far; the driver polls it for its progress."""
-        return self._rows_done[0], self._rows_done[1]
+    def rows_done(self) -> tuple[int, int, float]:
+        """(succeeded, failed, USD spent) of the rows finished so far (the driver's bar)."""
+        return self._rows_done[0], self._rows_done[1], self._spent
 
     def stats(self) -> dict[str, dict[str, Any]]:
         """Per-alias request statistics of this worker (for the run's cost)."""

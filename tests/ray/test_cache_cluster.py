@@ -67,14 +67,16 @@ def _on(node: str) -> dict[str, Any]:
 
 
 def test_rerun_on_another_node_hits_entries_written_by_the_first(
-        cluster: Cluster, server: Any, tmp_path: Path) -> None:
+        cluster: Cluster, server: Any, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
     resources = server.resource_config({"fast": "gpt-4o-mini"})
     rows = [{"text": f"t{i}"} for i in range(ROWS)]
     cache = tmp_path / "shared-cache"
     first = run_dataset(TwoStep(), rows, tmp_path / "a", resources=resources, cache=cache,
-                        workers=2, rows_per_chunk=30, progress=False,
+                        workers=2, rows_per_chunk=30, progress=True,
                         executor_options=_on("node_a"))
     assert (first.rows, first.errors) == (ROWS, 0)
+    assert "/row)" in capsys.readouterr().err  # the bar showed the spend and $/row
     sent = server.stats().total_requests
     assert sent == 2 * ROWS
     assert len(list(cache.rglob("*.json"))) == 2 * ROWS
