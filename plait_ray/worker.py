@@ -188,8 +188,11 @@ class RowWorker:
                     more, running = await asyncio.wait(running, timeout=STREAM_COALESCE_S)
                     done |= more
                 events = job.collector.drain() if job.collector is not None else []
-                yield ChunkResult([t.result() for t in done], nodes.copy(), events)
+                # Take the records before yielding: other rows keep running (and recording)
+                # while the generator is suspended at the yield.
+                records = nodes.copy()
                 nodes.clear()
+                yield ChunkResult([t.result() for t in done], records, events)
         finally:
             for task in running:
                 task.cancel()

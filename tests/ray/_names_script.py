@@ -34,8 +34,13 @@ async def main() -> dict[str, object]:
         address = ray.get_runtime_context().gcs_address
         actors = [a.name for a in list_actors(address=address,
                                               filters=[("state", "=", "ALIVE")])]
-        tasks = [(t.name, t.worker_id) for t in list_tasks(address=address, limit=1000)
-                 if t.name.startswith("plait:")]
+        tasks: list[tuple[str, str]] = []
+        for _ in range(60):  # task events reach the state API asynchronously (bounded wait)
+            tasks = [(t.name, t.worker_id) for t in list_tasks(address=address, limit=1000)
+                     if t.name.startswith("plait:")]
+            if {"plait:left", "plait:right"} <= {name for name, _ in tasks}:
+                break
+            await asyncio.sleep(0.5)
         return {"single": single, "batch": batch, "actors": actors, "tasks": tasks}
 
 
