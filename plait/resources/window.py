@@ -16,6 +16,9 @@ the in-flight count at which each request was sent (``Permit.in_flight``):
   at a time, exactly like a concurrency cap. So no cut is made within ``_HOLD`` seconds of
   a refusal the rate explains, and a cut followed within ``_HOLD`` by such a refusal is
   undone: the rate binds, and a window must not shrink in lockstep with it.
+* Refusals at or below the window as last cut are the rate's; those above it (the window
+  grew past the cap, as replies still on their way back let the server accept requests
+  this side counts above its cap) cut it back.
 * An acceptance at the window's edge (or one below, sent before the last growth), no cut
   for ``_HOLD`` seconds, grows it by one, so a window set too small is regained within a
   window's worth of replies, and a real cap costs a 429 per probe, about one per
@@ -39,8 +42,8 @@ class InflightWindow:
         sent: Requests counted in flight now.
     """
 
-    __slots__ = ("_cut_from", "_last_cut", "_last_rate_refusal", "_max_now", "_max_prev", "_opened",
-                 "_second", "limit", "sent")
+    __slots__ = ("_cut_from", "_floor", "_floor_from", "_last_cut", "_last_rate_refusal",
+                 "_max_now", "_max_prev", "_opened", "_second", "limit", "sent")
 
     def __init__(self) -> None:
         self.limit: float | None = None
@@ -51,6 +54,8 @@ class InflightWindow:
         self._max_prev = 0
         self._last_cut = float("-inf")
         self._cut_from: float | None = None  # the window before the last cut
+        self._floor = 0.0  # the window as last cut (refusals within it are the rate's)
+        self._floor_from = 0.0
         self._last_rate_refusal = float("-inf")
         self._opened: asyncio.Future[None] | None = None
 
@@ -96,15 +101,16 @@ class InflightWindow:
         if in_flight <= 0:
             return False  # unknown
         limit = self.limit
-        if in_flight == 1 or (limit is not None and in_flight < limit) or (
+        if in_flight == 1 or (limit is not None and in_flight <= self._floor) or (
                 limit is None and in_flight <= max(self._max_now, self._max_prev)):
-            # Alone in flight, below the window, or at a count accepted lately: a rate cap.
-            # (Below the window, acceptances are no guide: one reply still on its way back
-            # lets the server accept a request this side counts one above its cap.) A cut
-            # just made was the same burst refused by the rate: undo it.
+            # Alone in flight, within the window as last cut, or at a count accepted
+            # lately: a rate cap. (Within the window, acceptances are no guide: replies
+            # still on their way back let the server accept requests this side counts above
+            # its cap, so the window grows past it and is cut back by refusals above the
+            # last cut.) A cut just made was the same burst refused by the rate: undo it.
             self._last_rate_refusal = now
             if now - self._last_cut < _HOLD:
-                self.limit = self._cut_from
+                self.limit, self._floor = self._cut_from, self._floor_from
                 self._last_cut = float("-inf")
             return False
         if limit is None and not (self._max_now or self._max_prev):
@@ -116,8 +122,8 @@ class InflightWindow:
             return False
         cap = in_flight - 1
         if limit is None or cap < limit:
-            self._cut_from = limit
-            self.limit = float(cap)
+            self._cut_from, self._floor_from = limit, self._floor
+            self.limit = self._floor = float(cap)
             self._last_cut = now
         return True
 
