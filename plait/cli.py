@@ -209,9 +209,6 @@ def _run(args: argparse.Namespace) -> DatasetSummary:
     pipeline, source = load_pipeline(args.pipeline)
     columns = parse_columns(args.columns)
     progress = False if args.no_progress else None
-    if args.budget_usd is not None and args.executor != "local":
-        raise ConfigError("--budget-usd is supported by the local executor only for now; "
-                          "drop --executor ray, or run without a budget.")
     if args.executor == "local":
         return _run_local(args, pipeline, columns, progress)
     try:
@@ -230,7 +227,7 @@ def _run(args: argparse.Namespace) -> DatasetSummary:
         pipeline, args.input, args.output, resources=args.resources, columns=columns,
         resume=args.resume, rows_per_chunk=args.rows_per_chunk, workers=args.workers,
         progress=progress, profile=args.profile, retry_failed=not args.keep_failed,
-        executor_options=_ray_options(args), cache=args.cache)
+        executor_options=_ray_options(args), cache=args.cache, budget_usd=args.budget_usd)
     return summary
 
 

@@ -28,8 +28,8 @@ def add_cost_arguments(run: argparse.ArgumentParser) -> None:
                      help="Response cache directory: replies are stored there and reused, a "
                           "hit costs no request (on Ray: a path every node mounts)")
     run.add_argument("--budget-usd", type=float, metavar="USD",
-                     help="Start no new row once spent + in-flight reservations would exceed "
-                          "this (local executor); rerun to continue")
+                     help="Start no new row (on Ray: chunk) once spent + in-flight "
+                          "reservations would exceed this; rerun to continue")
     run.add_argument("--estimate", action="store_true",
                      help="Print requests, tokens and cost (sync vs batch) instead of "
                           "running: the first LLM level from the real inputs, the rest from "

@@ -114,8 +114,9 @@ async def arun_dataset_local(
     ran = 0
     bar = make_progress(src.total, progress, f"{type(pipeline).__name__} rows")
     bar.update(sum(hi - lo for lo, hi in committed))
+    executor = LocalExecutor()
     try:
-        async for result in LocalExecutor().execute(job):
+        async for result in executor.execute(job):
             if isinstance(result.error, BudgetExceededError):
                 continue  # not started: left uncommitted for the next run
             ran += 1
@@ -134,5 +135,6 @@ async def arun_dataset_local(
                                                resources=resources, columns=columns)
         ran += retried
     total = out.committed_stats()
+    budget = executor.budget.report() if executor.budget is not None else None
     return DatasetSummary(total.rows, total.errors, total.input_tokens, total.output_tokens,
-                          cost, time.perf_counter() - started, out.path, ran)
+                          cost, time.perf_counter() - started, out.path, ran, budget)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from plait.pricing import BudgetReport
 
 __all__ = ["DatasetSummary"]
 
@@ -24,6 +28,7 @@ class DatasetSummary:
         wall_time: Seconds this call took.
         output: The output directory.
         rows_run: Rows this call ran (the rest were already committed).
+        budget: With ``budget_usd``: spent, rows done and rows not started, or None.
     """
 
     rows: int
@@ -34,6 +39,7 @@ class DatasetSummary:
     wall_time: float
     output: Path
     rows_run: int = 0
+    budget: BudgetReport | None = None
 
     def format(self) -> str:
         """A short multi-line report for terminals."""
@@ -45,4 +51,5 @@ class DatasetSummary:
             f"cost:    ${self.cost:,.4f}",
             f"time:    {self.wall_time:,.1f} s",
             f"output:  {self.output}",
+            *([f"budget:  {self.budget.format()}"] if self.budget is not None else []),
         ])

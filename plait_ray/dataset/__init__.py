@@ -38,10 +38,12 @@ from plait.io import (
 )
 from plait.io._retry import failed_parts
 from plait.module import Module
+from plait.pricing import RowBound, endpoint_price
 from plait.profiling.progress import make_progress
 from plait.profiling.trace import TraceProfiler
 from plait_ray._ray_init import ensure_ray
 from plait_ray.cluster_resources import hold_cluster_resources
+from plait_ray.dataset._budget import BudgetGate, gated
 from plait_ray.dataset._driver import Fleet, PartRetry, Work, drive
 from plait_ray.dataset._sources import RayDataSource, open_ray_source
 from plait_ray.dataset._worker import ChunkDone, DatasetPayload
@@ -78,6 +80,7 @@ def run_dataset(
     profile: str | Path | None = None,
     executor_options: Mapping[str, Any] | None = None,
     cache: Any = None,
+    budget_usd: float | None = None,
 ) -> DatasetSummary:
     """Run ``pipeline`` over every row of ``source`` on Ray; write a Parquet dataset.
 
@@ -109,6 +112,10 @@ def run_dataset(
         cache: A response-cache directory (``plait.cache``): replies are stored there and
             reused by any later run, on any node. On a cluster it must be a path every node
             mounts (NFS, EFS, a shared disk): a node-local directory only serves that node.
+        budget_usd: Start no new chunk once the spend the workers reported + the
+            reservations of chunks in flight would exceed this (see
+            ``plait_ray.dataset._budget``); the rows left are not committed, so a rerun with
+            the same output runs them. ``DatasetSummary.budget`` reports how it ended.
 
     Returns:
         Counts of the whole output, and this call's cost and time.
@@ -178,7 +185,14 @@ def run_dataset(
     shown = [0, 0]  # rows this call counted on the bar: succeeded, failed
     paid = [0.0]  # USD this call showed on the bar
 
+    gate = (None if budget_usd is None else BudgetGate(
+        budget_usd, RowBound(graph, pipeline,
+                             lambda alias: endpoint_price(settings.resources.get(alias))),
+        mapping))
+
     def on_rows(ok: int, failed: int, usd: float = 0.0) -> None:
+        if gate is not None:
+            gate.observe(ok, failed, usd)
         cost = max(0.0, usd - paid[0])
         paid[0] = max(paid[0], usd)
         if ok > shown[0]:
@@ -201,8 +215,8 @@ def run_dataset(
         work: itertools.chain[Work] = itertools.chain(
             (part for part, _ in retries),
             iter_chunks(src.batches(chunk_rows_), chunk_rows_, committed))
-        drive(work, fleet, int(options.get("max_chunks_in_flight", 2 * count)), on_done,
-              on_rows)
+        drive(work, fleet, int(options.get("max_chunks_in_flight", 2 * count)),
+              gated(on_done, gate), on_rows, gate.admit if gate is not None else None)
         on_rows(*fleet.poll_rows())
     finally:
         bar.close()
@@ -211,8 +225,12 @@ def run_dataset(
         profiler.write(profile)
     cost = sum(float(s.get("cost", 0.0)) for s in merge_stats(stats).values())
     total = out.committed_stats()
+    budget = None
+    if gate is not None:
+        left = max(0, src.total - total.rows) if src.total is not None else 0
+        budget = gate.report(left)
     return DatasetSummary(total.rows, total.errors, total.input_tokens, total.output_tokens,
-                          cost, time.perf_counter() - started, out.path, ran.rows)
+                          cost, time.perf_counter() - started, out.path, ran.rows, budget)
 
 
 def _chunk_size(total: int | None, workers: int) -> int:

@@ -150,12 +150,14 @@ class Fleet:
 
 def drive(chunks: Iterator[Work], fleet: Fleet, max_in_flight: int,
           on_done: Callable[[Work, ChunkDone], None],
-          on_rows: Callable[[int, int, float], None] | None = None) -> None:
+          on_rows: Callable[[int, int, float], None] | None = None,
+          admit: Callable[[Work], bool] | None = None) -> None:
     """Run every chunk on the fleet; call ``on_done`` as each one is committed.
 
     ``on_rows(succeeded, failed, usd)`` gets the rows the workers have finished so far
-    (and what they cost), polled
-    about every half second, so a progress bar moves per row rather than per chunk.
+    (and what they cost), polled about every half second, so a progress bar moves per row
+    rather than per chunk. ``admit(chunk)`` (a budget) is asked before a chunk starts; the
+    first refusal ends the run once the chunks in flight are committed.
 
     Raises:
         WorkerLostError: No worker is alive and none started within the fleet's timeout.
@@ -173,6 +175,8 @@ def drive(chunks: Iterator[Work], fleet: Fleet, max_in_flight: int,
             polled = time.monotonic()
         while fleet.live and len(pending) < max_in_flight:
             chunk = retry.popleft() if retry else None if exhausted else next(chunks, None)
+            if chunk is not None and admit is not None and not admit(chunk):
+                chunk = None  # the budget: no further chunk starts (a lost one is retried)
             if chunk is None:
                 exhausted = True
                 break

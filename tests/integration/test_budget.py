@@ -184,5 +184,3 @@ def test_cli_estimate_and_budget(tmp_path: Path, capsys: pytest.CaptureFixture[s
         assert main([*args, "--output", out, "--budget-usd", "10"]) == 0
         assert server.stats().total_requests == 14
         assert pq.read_table(out).num_rows == 12
-        assert main([*args, "--output", out, "--budget-usd", "1", "--executor", "ray"]) == 2
-        assert "local executor only" in capsys.readouterr().err

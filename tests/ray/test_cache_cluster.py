@@ -137,3 +137,47 @@ def test_budget_on_ray_executor_is_refused(cluster: Cluster, server: Any) -> Non
     resources = server.resource_config({"fast": "gpt-4o-mini"})
     with pytest.raises(ConfigError, match="local executor only"):
         asyncio.run(run(Echo(), ["a"], resources=resources, executor="ray", budget_usd=1.0))
+
+
+class Capped(Module):
+    """One call with max_tokens set, so a row's pre-run bound is close to its real cost."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.llm = LLMInference(alias="fast", temperature=0.0, max_tokens=16)
+
+    def forward(self, text: str) -> str:
+        return self.llm(f"Say: {text}")
+
+
+def _short(_request: Any) -> str:
+    return "ok"  # within max_tokens, as a real provider's reply is
+
+
+def test_run_dataset_budget_stops_new_chunks_and_a_rerun_finishes(
+        cluster: Cluster, tmp_path: Path) -> None:
+    with LLMServer(latency=0.01, responder=_short).run_in_thread() as server:
+        _budget_run(server, tmp_path)
+
+
+def _budget_run(server: Any, tmp_path: Path) -> None:
+    resources = server.resource_config({"fast": "gpt-4o-mini"})
+    rows = [{"text": f"budget row {i} " + "words " * 20} for i in range(200)]
+    probe = run_dataset(Capped(), rows[:20], tmp_path / "probe", resources=resources,
+                        workers=1, rows_per_chunk=20, progress=False)
+    per_row = probe.cost / 20
+    budget = 60 * per_row
+    before = server.stats().total_requests
+    first = run_dataset(Capped(), rows, tmp_path / "out", resources=resources, workers=2,
+                        rows_per_chunk=10, progress=False, budget_usd=budget)
+    assert first.budget is not None and first.budget.stopped
+    assert 0 < first.rows < len(rows)
+    assert first.budget.rows_not_started == len(rows) - first.rows
+    assert first.cost <= budget
+    sent = server.stats().total_requests - before
+    assert sent == first.rows  # every call sent belongs to a committed row
+    assert "not started" in first.format()
+    second = run_dataset(Capped(), rows, tmp_path / "out", resources=resources, workers=2,
+                         rows_per_chunk=10, progress=False)
+    assert (second.rows, second.errors) == (len(rows), 0)
+    assert server.stats().total_requests - before == len(rows)  # nothing paid twice
