@@ -43,7 +43,11 @@ from plait.resources.limiter import (
 from plait.resources.permits import Permit
 from plait_ray.limits.lease import LeaseGrant, LeaseRequest, LimiterLimits
 
-__all__ = ["LimiterCore", "fair_shares"]
+__all__ = ["OLD_STOCK_S", "LimiterCore", "fair_shares"]
+
+OLD_STOCK_S = 1.0
+"""Seconds a worker may keep spending leased request/token stock (``LeasedPermitSource``'s
+``stock_ttl``); a restarted limiter starts that much budget in debt."""
 
 
 @dataclass(slots=True, eq=False)
@@ -82,7 +86,8 @@ class LimiterCore:
             core may still hold any slot. Slots are then only *adopted* by the workers that
             name them, and the rest are granted only once every old lease has expired
             (``lease_ttl`` from now), so the old generation's in-flight requests never add
-            to the new one's budget.
+            to the new one's budget; the request and token buckets start ``OLD_STOCK_S``
+            of budget in debt (stock workers may still spend).
     """
 
     def __init__(self, limits: LimiterLimits, clock: Clock | None = None, *,
@@ -106,6 +111,12 @@ class LimiterCore:
         self._sync_rate(now)
         tpm = limits.tokens_per_minute
         self._tokens: _Bucket | None = _Bucket(tpm / 60.0, now) if tpm else None
+        if fenced:
+            # Workers may still spend request/token stock the dead incarnation granted (it
+            # lives OLD_STOCK_S at most): that budget is owed before new grants.
+            for bucket in (self._requests, self._tokens):
+                if bucket is not None:
+                    bucket.level = -bucket.rate * OLD_STOCK_S
         self._rate_lock = asyncio.Lock()
         self._counters = {"granted_requests": 0, "granted_tokens": 0.0, "granted_slots": 0,
                           "rate_limited": 0, "leases_created": 0, "leases_expired": 0,

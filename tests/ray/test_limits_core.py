@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from plait.resources.clock import FakeClock
 from plait_ray.limits import LeaseRequest, LimiterCore, LimiterLimits, fair_shares
+from plait_ray.limits.core import OLD_STOCK_S
 
 
 def run(main: Callable[[], Awaitable[None]]) -> None:
@@ -172,4 +173,17 @@ def test_fenced_core_grants_no_slot_an_old_lease_may_hold_until_the_ttl() -> Non
         b = await core.lease(LeaseRequest("b", b.lease_id, want_slots=4, demand=4))
         assert b.slots == (3,)
         assert core.stats()["slots_out"] == 4 and core.stats()["slots_fenced"] == 0
+    run(main)
+
+
+def test_fenced_core_owes_the_budget_workers_may_still_hold() -> None:
+    # Request stock granted by the dead incarnation may be spent for up to OLD_STOCK_S.
+    async def main() -> None:
+        clock = FakeClock()
+        core = LimiterCore(LimiterLimits(None, 600.0, None, lease_ttl=5.0), clock, fenced=True)
+        grant = await core.lease(LeaseRequest("a", want_requests=5))
+        assert grant.requests == 0  # 10/s x 1 s owed first (a fresh core grants 1 at once)
+        await clock.advance(OLD_STOCK_S + 0.2)
+        grant = await core.lease(LeaseRequest("a", grant.lease_id, want_requests=5))
+        assert grant.requests is not None and grant.requests >= 1  # the debt is paid
     run(main)
