@@ -7,9 +7,12 @@ further row starts (rows already running finish, so a run never abandons paid wo
 the rows left are reported as not started, to be run by a later call (with
 ``checkpoint_dir``, finished rows are not paid again).
 
-A row's reservation: until a row has finished, the pessimistic bound of its LLM calls
-(prompt tokens by the ~4 characters/token approximation, plus ``max_tokens`` or 1,024 output
-tokens per call, at the endpoint's price); after that, the costliest finished row so far.
+A row's reservation is the pessimistic bound of its LLM calls (``RowBound``: prompt tokens
+by the ~4 characters/token approximation, plus ``max_tokens`` or 1,024 output tokens per
+call, at the endpoint's price). Observed costs are never used instead: a row of cache hits
+costs $0 and a later row can be costlier than every earlier one, so only the bound keeps the
+spend under the budget (it holds while the provider honours ``max_tokens``). What the bound
+over-reserves is released when the row ends: at most the rows in flight are held back.
 """
 
 from __future__ import annotations
@@ -72,12 +75,10 @@ class Budget:
         self.rows_done = 0
         self.rows_not_started = 0
         self.stopped = False
-        self._largest_row = 0.0
-        self._finished = 0
 
     def reservation(self, bound: float) -> float:
-        """What a row reserves, given its pessimistic bound (see the module docstring)."""
-        return self._largest_row if self._finished else bound
+        """What a row reserves: its pessimistic bound (see the module docstring)."""
+        return bound
 
     def admit(self, reservation: float) -> bool:
         """Reserve ``reservation`` for a row about to start; False (and stop) if it won't fit."""
@@ -94,8 +95,6 @@ class Budget:
         self.reserved_usd = max(0.0, self.reserved_usd - reservation)
         self.spent_usd += cost
         self.rows_done += 1
-        self._finished += 1
-        self._largest_row = max(self._largest_row, cost)
 
     def report(self) -> BudgetReport:
         """The budget's state now."""

@@ -188,7 +188,7 @@ def run_dataset(
     gate = (None if budget_usd is None else BudgetGate(
         budget_usd, RowBound(graph, pipeline,
                              lambda alias: endpoint_price(settings.resources.get(alias))),
-        mapping))
+        mapping, out))
 
     def on_rows(ok: int, failed: int, usd: float = 0.0) -> None:
         if gate is not None:

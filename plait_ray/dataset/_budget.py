@@ -1,9 +1,8 @@
 """``run_dataset(..., budget_usd=)``: chunks start only while their reservation fits.
 
 On Ray the driver admits work chunk by chunk (rows inside an admitted chunk all start). A
-chunk reserves its rows' pessimistic bound (``plait.pricing.RowBound``) until some rows have
-finished, then rows x the mean cost per finished row x 1.25 (a stated margin: the driver
-sees totals, not each row). A chunk starts only if the spend the workers reported + the
+chunk reserves its rows' pessimistic bound (``plait.pricing.RowBound``; a retried part, the
+bound of its failed rows). A chunk starts only if the spend the workers reported + the
 reservations of chunks in flight + its own reservation fit the budget; the spend already
 includes finished rows of chunks in flight, so the check errs on the side of stopping early.
 Once a chunk does not fit, no further chunk starts; the rest stays uncommitted for a rerun.
@@ -14,15 +13,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from plait.io import Chunk, ColumnMap, chunk_rows
+from plait.io import Chunk, ColumnMap, OutputDir, chunk_rows
+from plait.io._retry import failed_rows
 from plait.pricing import BudgetReport, RowBound
 
 if TYPE_CHECKING:
     from plait_ray.dataset._driver import Work
 
 __all__ = ["BudgetGate"]
-
-_MARGIN = 1.25
 
 
 class BudgetGate:
@@ -32,15 +30,18 @@ class BudgetGate:
         limit_usd: The budget.
         bound: Prices rows before they run.
         mapping: forward() argument -> column (to read a chunk's rows).
+        out: The output directory (retried parts are read from it).
     """
 
-    def __init__(self, limit_usd: float, bound: RowBound, mapping: ColumnMap) -> None:
+    def __init__(self, limit_usd: float, bound: RowBound, mapping: ColumnMap,
+                 out: OutputDir) -> None:
         from plait.pricing import Budget
 
         Budget(limit_usd)  # checks the value
         self.limit_usd = float(limit_usd)
         self._bound = bound
         self._mapping = mapping
+        self._out = out
         self._reserved: dict[int, float] = {}
         # Committed chunks whose cost the workers' totals may not show yet: kept reserved
         # until the next poll (started after the commit) reports the spend.
@@ -57,15 +58,10 @@ class BudgetGate:
 
     def _reservation(self, work: Work) -> float:
         if isinstance(work, Chunk):
-            rows = work.table.num_rows
-            if not self.rows_done:
-                return sum(self._bound.row(args, kwargs)
-                           for _, args, kwargs in chunk_rows(work, self._mapping))
-        else:
-            rows = work.end - work.start  # failed rows of a part: at most all of them
-        if not self.rows_done:
-            return float("inf")  # a part retry before any row ran: wait for a price
-        return rows * self.spent_usd / self.rows_done * _MARGIN
+            rows = chunk_rows(work, self._mapping)
+        else:  # a committed part's failed rows run again: read them as the worker will
+            _, rows = failed_rows(self._out, work.start, work.end, self._mapping)
+        return sum(self._bound.row(args, kwargs) for _, args, kwargs in rows)
 
     def admit(self, work: Work) -> bool:
         """Reserve for ``work``; False (and stop for good) when it does not fit."""

@@ -62,9 +62,14 @@ def test_table_prices_replace_zero_costs() -> None:
         assert stats["cost"] == pytest.approx(stats["input_tokens"] * 1000.0 / 1e6)
 
 
+def short_reply(_request: Any) -> str:
+    """A reply within max_tokens, as a real provider's is (the echo default is not)."""
+    return "fine"
+
+
 def test_budget_stops_new_rows_and_resume_runs_the_rest(tmp_path: Path) -> None:
     rows = docs(120)
-    with LLMServer(latency=0.0).run_in_thread() as server:
+    with LLMServer(latency=0.0, responder=short_reply).run_in_thread() as server:
         resources = server.resource_config({"fast": "gpt-4o-mini", "smart": "gpt-4o"},
                                            max_concurrent=4)
         probe = FanOut()
