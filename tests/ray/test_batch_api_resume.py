@@ -94,7 +94,8 @@ def cluster(server: LLMServer) -> Iterator[Cluster]:
 def _journaled(ckpt: Path, subdir: str = "batch_api") -> int:
     lines = 0
     for path in (ckpt / subdir).rglob("journal-*.jsonl"):
-        lines += sum(1 for line in path.read_text().splitlines() if line.endswith("}"))
+        lines += sum(1 for line in path.read_text().splitlines()
+                     if line.endswith("}") and '"batch": ' in line)  # not intent lines
     return lines
 
 
