@@ -87,8 +87,8 @@ def get_executor(spec: Any) -> Executor:
             module = importlib.import_module("plait_ray.executor")
         except ImportError as exc:
             raise ConfigError(
-                "Executor 'ray' needs plait_ray. Install it with: pip install 'plait-pipelines[ray]'"
-                f" ({exc})"
+                "Executor 'ray' needs plait_ray. Install it with: "
+                f"pip install 'plait-pipelines[ray]' ({exc})"
             ) from exc
         executor: Executor = module.RayExecutor()
         return executor

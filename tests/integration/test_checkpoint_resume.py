@@ -1,9 +1,9 @@
 """Checkpoints end to end: the local executor, the real clients and the loopback server.
 
 What is proven: a re-run skips completed rows without a request; writes happen off the
-event loop and nothing is lost; a SIGKILLed run resumes with every row exactly once and a bounded number of repeated
-requests; no file written holds the API key. (Partial rows reusing their finished nodes,
-and changed pipelines or inputs being refused, are in ``tests/contract/``: every executor.)
+event loop and nothing is lost; a SIGKILLed run resumes with every row exactly once and a
+bounded number of repeated requests; no file written holds the API key. (Partial rows reusing
+their finished nodes, and changed pipelines or inputs being refused, are in ``tests/contract/``: every executor.)
 """
 
 from __future__ import annotations
