@@ -3,7 +3,8 @@
 What is proven: a re-run skips completed rows without a request; writes happen off the
 event loop and nothing is lost; a SIGKILLed run resumes with every row exactly once and a
 bounded number of repeated requests; no file written holds the API key. (Partial rows reusing
-their finished nodes, and changed pipelines or inputs being refused, are in ``tests/contract/``: every executor.)
+their finished nodes, and changed pipelines or inputs being refused, are in ``tests/contract/``:
+every executor.)
 """
 
 from __future__ import annotations
