@@ -46,10 +46,7 @@ JobFailedError / JobTimeoutError (Ray Jobs).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from plait.values import Value
+from typing import Any
 
 __all__ = [
     "APIConnectionError",
@@ -334,21 +331,6 @@ class BatchError(PlaitError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (BatchError, (self.failures, self.outputs))
-
-    def values(self) -> list[Value]:
-        """Every row as a ``plait.values.Value``, in input order.
-
-        The outputs, and an ERROR Value (carrying the row's exception) where a row failed;
-        ``meta["row"]`` is the row's index.
-
-        Example:
-            >>> except BatchError as error:
-            ...     texts = [F.unwrap_or(v, "n/a") for v in error.values()]
-        """
-        from plait.values import Value, ValueKind, valueify
-
-        return [Value(ValueKind.ERROR, self.failures[i], meta={"row": i}) if i in self.failures
-                else valueify(output).with_meta(row=i) for i, output in enumerate(self.outputs)]
 
 
 class FunctionalError(PlaitError, ValueError):

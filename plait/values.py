@@ -33,11 +33,11 @@ from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict, SerializationInfo, model_serializer
 
-from plait.errors import CheckpointError, PlaitError, TraceError
+from plait.errors import BatchError, CheckpointError, PlaitError, TraceError
 from plait.tracing.context import active_tracer, user_source_location
 
-__all__ = ["LLM_META_KEYS", "Value", "ValueKind", "error_of", "infer_kind", "llm_value", "unwrap",
-           "valueify"]
+__all__ = ["LLM_META_KEYS", "Value", "ValueKind", "batch_values", "error_of", "infer_kind",
+           "llm_value", "unwrap", "valueify"]
 
 LLM_META_KEYS = ("alias", "model", "input_tokens", "output_tokens", "cost_usd", "latency_s")
 """The ``meta`` keys of an LLM node's Value (``LLMInference(..., as_value=True)``)."""
@@ -205,6 +205,21 @@ def valueify(x: Any, *, kind: ValueKind | str | None = None) -> Value:
             return Value(ValueKind.ERROR, error, meta={"row": index})
         return valueify(output, kind=kind).with_meta(row=index)
     return Value(kind if kind is not None else infer_kind(x), x)
+
+
+def batch_values(error: BatchError) -> list[Value]:
+    """Every row of a failed batch as a ``Value``, in input order.
+
+    The outputs, and an ERROR Value (carrying the row's exception) where a row failed;
+    ``meta["row"]`` is the row's index. (A function here rather than a ``BatchError`` method:
+    ``plait.errors`` is the root of the package and imports nothing from it.)
+
+    Example:
+        >>> except BatchError as error:
+        ...     texts = [F.unwrap_or(v, "n/a") for v in batch_values(error)]
+    """
+    return [Value(ValueKind.ERROR, error.failures[i], meta={"row": i}) if i in error.failures
+            else valueify(output).with_meta(row=i) for i, output in enumerate(error.outputs)]
 
 
 def unwrap(v: Any) -> Any:

@@ -11,7 +11,7 @@ import plait.functional as F
 from plait import ExecutionSettings, LLMInference, Module
 from plait.errors import BatchError
 from plait.testing import LLMServer
-from plait.values import LLM_META_KEYS, Value, ValueKind, valueify
+from plait.values import LLM_META_KEYS, Value, ValueKind, batch_values, valueify
 
 
 class Described(Module):
@@ -68,7 +68,7 @@ def test_a_batch_error_gives_every_row_as_a_value() -> None:
         pipeline = Described().bind(resources=server.resource_config({"fast": "m"}))
         with pytest.raises(BatchError) as info:
             pipeline.run_sync(["ok", "bad", "fine"])
-    values = info.value.values()
+    values = batch_values(info.value)
     assert [v.is_error for v in values] == [False, True, False]
     assert [v.meta["row"] for v in values] == [0, 1, 2]
     assert values[0].kind is ValueKind.STRUCTURED and "reply" in values[0].payload
