@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import itertools
 import math
+import os
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
@@ -59,6 +60,10 @@ OPTIONS = {
                    "(the whole row on one worker actor)",
     "limits_namespace": "Ray namespace of the cluster-wide limiter actors (default: derived "
                         "from the endpoints' limits)",
+    "env_vars": "environment variables of the row worker actors (their runtime_env; values "
+                "are shown in plain text in Ray's runtime_env_agent logs and dashboard)",
+    "env_file": "path of a NAME=VALUE file each row worker reads at start (shared storage or "
+                "a mounted secret): key values never travel through Ray",
 }
 
 MAX_ROWS_PER_CHUNK = 16
@@ -109,6 +114,23 @@ def plan_chunks(settings: ResolvedSettings, graph: InferenceGraph, total: int | 
     return ChunkPlan(workers, rows, max(1, math.ceil(per_worker / rows)))
 
 
+def _check_env_options(options: Mapping[str, Any]) -> None:
+    env_vars = options.get("env_vars")
+    if env_vars is not None and (not isinstance(env_vars, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str)
+            for k, v in env_vars.items())):  # pyright: ignore[reportUnknownVariableType]
+        raise ConfigError("executor_options['env_vars'] must be a dict of str to str, e.g. "
+                          "{'OPENAI_API_KEY': os.environ['OPENAI_API_KEY']}.")
+    env_file = options.get("env_file")
+    if env_file is not None and not isinstance(env_file, str | os.PathLike):
+        raise ConfigError(f"executor_options['env_file'] must be a path, got {env_file!r}.")
+
+
+def _env_file(options: Mapping[str, Any]) -> str | None:
+    path: str | os.PathLike[str] | None = options.get("env_file")
+    return None if path is None else os.fspath(path)
+
+
 def _positive(options: Mapping[str, Any], key: str) -> int | None:
     value = options.get(key)
     if value is None:
@@ -124,7 +146,10 @@ class RayExecutor:
     Ray is used as already initialized, or initialized by plait (see ``plait_ray._ray_init``:
     ``executor_options={"address": ...}``, else ``RAY_ADDRESS`` / a running local Ray, else a
     new local Ray). Workers read API keys from each endpoint's ``api_key_env`` in their own
-    environment; keys given inline are never shipped.
+    environment; keys given inline are never shipped. Give workers their keys with
+    ``executor_options={"env_file": PATH}`` (each worker reads ``NAME=VALUE`` lines from a
+    file on shared storage; values never travel through Ray) or ``{"env_vars": {...}}`` (the
+    workers' ``runtime_env``; shown in plain text in Ray's logs and dashboard).
 
     Example:
         >>> pipeline = Pipeline().bind(resources=config, executor="ray")
@@ -163,6 +188,7 @@ class RayExecutor:
         if unknown:
             raise ConfigError(f"Unknown executor_options {unknown} for executor 'ray'. "
                               f"Valid: {OPTIONS}.")
+        _check_env_options(options)
         ensure_ray(options)
         namespace = hold_cluster_resources(job.settings.resources, job.graph.aliases(), options)
         single = isinstance(job.rows, list) and len(job.rows) == 1  # pyright: ignore[reportUnknownArgumentType]
@@ -217,7 +243,8 @@ class RayExecutor:
         limiter actor of the call's first alias (``plait_ray.limits.caps``); the cap is made
         there on the first lease and dropped when the call ends.
         """
-        pool = worker_pool(type(job.module).__name__)
+        exec_options = job.settings.executor_options
+        pool = worker_pool(type(job.module).__name__, exec_options.get("env_vars"))
         handles = pool.ensure(workers)
         job_id = uuid.uuid4().hex
         caps = None
@@ -225,7 +252,8 @@ class RayExecutor:
             caps = cap_holder(job.graph.aliases(), job.settings.resources, namespace)
         payload = JobPayload(job.module, job.graph, job.settings.resources, options, workers,
                              namespace, job.events is not None, cap, caps,
-                             cache=job.settings.cache if cache else None)
+                             cache=job.settings.cache if cache else None,
+                             env_file=_env_file(exec_options))
         payload_ref = ray_api.put(payload)  # shipped once per worker, not per chunk
         try:
             await _load(handles, job_id, payload_ref)

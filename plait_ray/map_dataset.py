@@ -40,9 +40,9 @@ from plait.io import (
     result_table,
 )
 from plait.module import Module
+from plait_ray._env_file import load_env_file
 from plait_ray._ray_init import ensure_ray
 from plait_ray.cluster_resources import hold_cluster_resources
-from plait_ray.dataset._env_file import load_env_file
 from plait_ray.dataset._worker import ClosingPermits
 from plait_ray.limits import leased_permit_factory
 from plait_ray.metrics import RayMetricsSink

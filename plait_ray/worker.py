@@ -25,6 +25,7 @@ from plait.errors import MissingAPIKeyError, PlaitError
 from plait.events import Event
 from plait.execution.contract import Row
 from plait.execution.results import RowResult
+from plait_ray._env_file import load_env_file
 from plait_ray._ray_init import ray_api, ray_session_key
 from plait_ray.limits import leased_permit_factory
 from plait_ray.limits.caps import call_cap_permits
@@ -84,6 +85,10 @@ class JobPayload:
             (exact over all workers), or None.
         caps: The limiter actor hosting the cap (``plait_ray.limits.caps``) when ``cap``
             is set.
+        cache: The shared response cache, or None.
+        env_file: Path of a ``NAME=VALUE`` file the worker loads into its environment
+            before building the job (``executor_options["env_file"]``): only the path
+            travels through Ray, never the values.
     """
 
     module: Module
@@ -96,6 +101,7 @@ class JobPayload:
     cap: int | None = None
     caps: Any = None
     cache: Any = None  # plait.cache.ResponseCache (a shared directory), or None
+    env_file: str | None = None  # NAME=VALUE lines the worker reads itself (keys stay local)
 
 
 @dataclass
@@ -121,8 +127,9 @@ def worker_key_hint(exc: BaseException) -> BaseException:
     """Add to a worker's ``MissingAPIKeyError`` that the key must be in the *worker's* env."""
     if isinstance(exc, MissingAPIKeyError) and not getattr(exc, "_ray_hint", False):
         exc.args = (f"{exc.args[0]} (in the Ray worker process: keys are never shipped to "
-                    f"workers; set {exc.env_var} in the environment before ray.init, in the "
-                    "cluster's environment, or via runtime_env={'env_vars': {...}})",)
+                    f"workers; give it to them with executor_options={{'env_file': PATH}} (a "
+                    f"NAME=VALUE file each worker reads) or {{'env_vars': {{'{exc.env_var}': "
+                    "...}} (shown in Ray's logs), or set it in the cluster's environment)",)
         exc._ray_hint = True  # pyright: ignore[reportAttributeAccessIssue]
     return exc
 
@@ -151,7 +158,10 @@ class RowWorker:
 
         Raises:
             MissingAPIKeyError: The worker's environment lacks an endpoint's key.
+            ConfigError: ``env_file`` cannot be read on this node or is malformed.
         """
+        if payload.env_file is not None:
+            load_env_file(payload.env_file)
         job = _LoadedJob(job_id, payload)
         try:
             await job.runtime.start()
@@ -232,20 +242,27 @@ class WorkerPool:
 
     Args:
         pipeline: The pipeline class name (shown in the Ray dashboard).
+        env_vars: Environment variables of the workers (their ``runtime_env``), or None.
     """
 
-    def __init__(self, pipeline: str) -> None:
+    def __init__(self, pipeline: str, env_vars: Mapping[str, str] | None = None) -> None:
         self.pipeline = pipeline
+        self.env_vars = dict(env_vars or {})
         self.handles: list[Any] = []
         self._suffix = ""
 
     def ensure(self, count: int) -> list[Any]:
         """At least ``count`` live workers (started if needed); returns the first ``count``."""
         actor_class: Any = ray.remote(num_cpus=WORKER_CPUS, max_restarts=0)(RowWorker)
+        extra: dict[str, Any] = {}
+        if self.env_vars:
+            # Merged by Ray with the job's runtime_env env_vars (these win).
+            extra["runtime_env"] = {"env_vars": self.env_vars}
         while len(self.handles) < count:
             name = f"plait:worker:{self.pipeline}:{len(self.handles)}{self._suffix}"
             try:
-                handle = actor_class.options(name=name, max_concurrency=1000).remote()
+                handle = actor_class.options(name=name, max_concurrency=1000,
+                                             **extra).remote()
             except ValueError:
                 # Another pool (another driver sharing the namespace) holds the names.
                 self._suffix = f":{uuid.uuid4().hex[:6]}"
@@ -269,18 +286,22 @@ class WorkerPool:
                 pass
 
 
-_POOLS: dict[tuple[str, str], WorkerPool] = {}
+_POOLS: dict[tuple[str, str, frozenset[tuple[str, str]]], WorkerPool] = {}
 
 
-def worker_pool(pipeline: str) -> WorkerPool:
-    """The warm pool of ``pipeline`` for the current Ray session (made on first use)."""
+def worker_pool(pipeline: str, env_vars: Mapping[str, str] | None = None) -> WorkerPool:
+    """The warm pool of ``pipeline`` for the current Ray session (made on first use).
+
+    Workers started with other ``env_vars`` are another pool: an actor's environment is
+    fixed when it starts.
+    """
     session = ray_session_key()
     for key in [k for k in _POOLS if k[0] != session]:
         del _POOLS[key]  # a pool of an earlier ray.init(): its actors are gone
-    key = (session, pipeline)
+    key = (session, pipeline, frozenset((env_vars or {}).items()))
     pool = _POOLS.get(key)
     if pool is None:
-        pool = _POOLS[key] = WorkerPool(pipeline)
+        pool = _POOLS[key] = WorkerPool(pipeline, env_vars)
     return pool
 
 

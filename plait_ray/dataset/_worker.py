@@ -25,7 +25,7 @@ from plait.execution.contract import Row
 from plait.execution.results import RowResult
 from plait.io import Chunk, ChunkStats, ColumnMap, OutputDir, chunk_result, chunk_rows
 from plait.io._retry import failed_rows, rewrite_part
-from plait_ray.dataset._env_file import load_env_file
+from plait_ray._env_file import load_env_file
 from plait_ray.limits import leased_permit_factory
 from plait_ray.metrics import RayMetricsSink
 from plait_ray.replica_client import replica_client_factory
