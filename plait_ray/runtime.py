@@ -266,6 +266,12 @@ class WorkerRuntime:
     def stats(self) -> dict[str, dict[str, Any]]:
         """Per-alias request statistics of this runtime (with ``cache_hits`` when caching)."""
         stats = self.manager.stats()
+        if self._started:
+            for alias in self.graph.aliases():
+                # Seconds this worker was paused by 429s (leased permits count them).
+                paused = getattr(self.manager.pool(alias).permits, "paused_s", None)
+                if isinstance(paused, float):
+                    stats.setdefault(alias, {})["paused_s"] = paused
         if self.meter.cache is not None:
             for alias in self.graph.aliases():
                 entry = stats.setdefault(alias, {})

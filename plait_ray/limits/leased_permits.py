@@ -17,6 +17,11 @@ request:
 * **429s**: ``on_rate_limited`` pauses this worker at once, drops its request stock and
   reports to the actor, which pauses and slows every worker (they see it at their next
   sync, within one block or one heartbeat). Successes are reported in batches on the sync.
+  A precise hint (``retry-after-ms``) is paused here in full. A whole-second hint or none is
+  only an upper bound (token buckets round a 10 ms wait up to 1 s): the worker pauses
+  ``_PROBE_PAUSE`` and the actor's governor learns how long the cluster must pause (a probe
+  that doubles while refusals go on, as in ``LocalPermitSource``), sent as
+  ``LeaseGrant.pause_for``. Pausing the whole hint made Ray runs ~8x slower than the rate.
 * **Actor restart or expiry**: the next sync opens a new lease naming the slots still held;
   the actor adopts them, so in-flight requests stay counted. A limiter unreachable for
   ``patience`` seconds fails every waiting and later ``acquire`` with
@@ -26,6 +31,7 @@ request:
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import uuid
 
@@ -40,8 +46,16 @@ from plait_ray.limits.lease import LeaseGrant, LeaseRequest, LimiterUnavailableE
 
 __all__ = ["LeasedPermitSource"]
 
-_DEFAULT_PAUSE = 1.0  # seconds to pause locally after a 429 without retry-after
+_PROBE_PAUSE = 0.02  # seconds paused locally after a 429 without a precise hint (see above)
 _MAX_HEARTBEAT = 0.5  # seconds: how stale a worker's view of quotas and pauses may get
+
+
+def _local_pause(retry_after: float | None) -> float:
+    if retry_after is None or not math.isfinite(retry_after) or retry_after <= 0:
+        return _PROBE_PAUSE
+    if retry_after != int(retry_after):
+        return retry_after  # precise (retry-after-ms): the server knows when it accepts
+    return min(_PROBE_PAUSE, retry_after)
 
 
 class LeasedPermitSource:
@@ -106,6 +120,7 @@ class LeasedPermitSource:
         self._consumed_requests = 0
         self._consumed_tokens = 0.0
         self._paused_until = float("-inf")
+        self.paused_s = 0.0  # seconds this worker spent paused by 429s (stats)
         self._rate_lock = asyncio.Lock()
         self._rate_waiters = 0
         self._waiting_tokens = 0
@@ -150,13 +165,19 @@ class LeasedPermitSource:
             self._tokens += permit.tokens - used_tokens
         self._slots.give_back(permit.slot)
 
-    def on_rate_limited(self, retry_after: float | None) -> None:
-        """Pause here at once, drop the request stock, and slow the whole cluster."""
-        pause = retry_after if retry_after is not None and retry_after > 0 else _DEFAULT_PAUSE
-        self._paused_until = max(self._paused_until, self._clock.now() + pause)
+    def on_rate_limited(self, retry_after: float | None) -> float:
+        """Pause here at once, drop the request stock, and slow the whole cluster.
+
+        Returns:
+            The pause started here, in seconds: a precise hint in full, else a short probe;
+            the limiter's learned pause follows with the next sync (``pause_for``).
+        """
+        pause = _local_pause(retry_after)
+        self._pause(self._clock.now(), pause)
         self._requests = 0
         self._client.report_rate_limited(retry_after)
         self._wake.set()
+        return pause
 
     def on_success(self) -> None:
         """Count a success; reported to the limiter with the next sync."""
@@ -215,6 +236,13 @@ class LeasedPermitSource:
             if requests - 1 <= self._low_water:
                 self._wake.set()
         return True
+
+    def _pause(self, now: float, seconds: float) -> None:
+        until = now + seconds
+        if until > self._paused_until:
+            # Count only the extension: overlapping pauses cost the worker their union.
+            self.paused_s += until - max(self._paused_until, now)
+            self._paused_until = until
 
     def _drop_stock(self) -> None:
         if self._requests is not None:
@@ -379,7 +407,7 @@ class LeasedPermitSource:
         if grant.requests or grant.tokens:
             self._stock_expires = now + self._stock_ttl
         if grant.pause_for > 0:
-            self._paused_until = max(self._paused_until, now + grant.pause_for)
+            self._pause(now, grant.pause_for)
         self._stock_changed.set()
 
     def _fail(self, exc: LimiterUnavailableError) -> None:
