@@ -22,7 +22,9 @@ must be exactly-once and resumable, use :func:`plait_ray.run_dataset`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -45,6 +47,7 @@ from plait_ray._ray_init import ensure_ray
 from plait_ray.cluster_resources import hold_cluster_resources
 from plait_ray.dataset._worker import ClosingPermits
 from plait_ray.limits import leased_permit_factory
+from plait_ray.limits.caps import call_cap_permits, cap_holder
 from plait_ray.metrics import RayMetricsSink
 from plait_ray.replica_client import replica_client_factory
 from plait_ray.runtime import RuntimeOptions, WorkerRuntime
@@ -72,6 +75,9 @@ class _MapPayload:
     namespace: str
     metrics: bool
     env_file: str | None
+    cap: int | None = None  # the global max_concurrent, leased from caps (plait_ray.limits.caps)
+    caps: Any = None
+    cap_key: str = ""
 
 
 def map_dataset(
@@ -135,11 +141,19 @@ def map_dataset(
     check_input_columns(names)
     mapping = resolve_columns(pipeline, names, columns)
     graph = pipeline.graph_for(0, tuple(sorted(mapping)))
+    namespace = hold_cluster_resources(settings.resources, graph.aliases(), options)
+    # The global max_concurrent is leased cluster-wide (exact), not split over the actors.
+    # Its core lives in the first alias's limiter until that actor ends: a lazy dataset has
+    # no end to close it at (a few hundred bytes; the actors' leases expire on their own).
+    cap = settings.max_concurrent
+    caps = None if cap is None else cap_holder(graph.aliases(), settings.resources, namespace)
     payload = _MapPayload(
         module=pipeline, graph=graph, resources=settings.resources, mapping=mapping,
-        options=RuntimeOptions.from_settings(settings, workers=count),
-        namespace=hold_cluster_resources(settings.resources, graph.aliases(), options),
+        options=dataclasses.replace(RuntimeOptions.from_settings(settings, workers=count),
+                                    max_concurrent=None),
+        namespace=namespace,
         metrics=bool(options.get("metrics", True)), env_file=options.get("env_file"),
+        cap=cap if caps is not None else None, caps=caps, cap_key=uuid.uuid4().hex,
     )
     extra: dict[str, Any] = {}
     if options.get("worker_resources"):
@@ -171,10 +185,13 @@ class _PlaitBatchMapper:
         # HTTP clients (bound to their loop) reusable across batches.
         self._loop = asyncio.new_event_loop()
         self._permits = ClosingPermits(leased_permit_factory(payload.namespace))
+        cap = None
+        if payload.cap is not None and payload.caps is not None:
+            cap = call_cap_permits(payload.caps, payload.cap_key, payload.cap)
         self._runtime = WorkerRuntime(
             payload.module, payload.graph, payload.resources, options=payload.options,
             events=self._metrics, permit_factory=self._permits,
-            client_factory=replica_client_factory())
+            client_factory=replica_client_factory(), global_permits=cap)
         self._loop.run_until_complete(self._runtime.start())  # a missing key fails here
 
     def __call__(self, batch: Any) -> Any:

@@ -15,6 +15,7 @@ import importlib
 import itertools
 import math
 import time
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ from plait_ray.dataset._budget import BudgetGate, gated
 from plait_ray.dataset._driver import Fleet, PartRetry, Work, drive
 from plait_ray.dataset._sources import RayDataSource, open_ray_source
 from plait_ray.dataset._worker import ChunkDone, DatasetPayload
+from plait_ray.limits.caps import cap_holder
 from plait_ray.runtime import RuntimeOptions, merge_stats
 from plait_ray.worker import WorkerLostError
 
@@ -164,13 +166,18 @@ def run_dataset(
         raise ConfigError(f"workers must be >= 1, got {count}.")
     chunk_rows_ = rows_per_chunk or _chunk_size(src.total, count)
     retries = _failed_parts(out) if retry_failed else []
+    namespace = hold_cluster_resources(settings.resources, graph.aliases(), options)
+    # The global max_concurrent is leased cluster-wide (exact), not split over workers.
+    cap, cap_key = settings.max_concurrent, uuid.uuid4().hex
+    caps = None if cap is None else cap_holder(graph.aliases(), settings.resources, namespace)
     payload = DatasetPayload(
         module=pipeline, graph=graph, resources=settings.resources, mapping=mapping,
-        output=out.path, options=RuntimeOptions.from_settings(settings, workers=count),
-        workers=count,
-        namespace=hold_cluster_resources(settings.resources, graph.aliases(), options),
+        output=out.path, options=dataclasses.replace(
+            RuntimeOptions.from_settings(settings, workers=count), max_concurrent=None),
+        workers=count, namespace=namespace,
         metrics=bool(options.get("metrics", True)), collect_events=profile is not None,
         env_file=options.get("env_file"), cache=as_cache(cache),
+        cap=cap if caps is not None else None, caps=caps, cap_key=cap_key,
     )
     # Pickled here and loaded by the worker itself, so a module the workers cannot import is
     # reported by name (WorkerImportError) instead of an actor that never starts.
@@ -221,6 +228,8 @@ def run_dataset(
     finally:
         bar.close()
         stats = fleet.close()
+        if caps is not None:
+            caps.cap_close.remote(cap_key)
     if profiler is not None and profile is not None:
         profiler.write(profile)
     cost = sum(float(s.get("cost", 0.0)) for s in merge_stats(stats).values())

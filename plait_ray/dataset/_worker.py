@@ -27,6 +27,7 @@ from plait.io import Chunk, ChunkStats, ColumnMap, OutputDir, chunk_result, chun
 from plait.io._retry import failed_rows, rewrite_part
 from plait_ray._env_file import load_env_file
 from plait_ray.limits import leased_permit_factory
+from plait_ray.limits.caps import call_cap_permits
 from plait_ray.metrics import RayMetricsSink
 from plait_ray.replica_client import replica_client_factory
 from plait_ray.runtime import EventCollector, RuntimeOptions, WorkerRuntime
@@ -73,6 +74,12 @@ class DatasetPayload:
         namespace: Namespace of the cluster-wide limiter actors (from the driver).
         metrics: Export Ray metrics from the workers.
         collect_events: Ship each chunk's events back (for a Chrome trace).
+        env_file: A NAME=VALUE file each worker loads into its environment at start.
+        cache: The shared response cache, or None.
+        cap: The run's global ``max_concurrent``, leased from ``caps`` under ``cap_key``
+            (exact over all workers, ``plait_ray.limits.caps``), or None.
+        caps: The limiter actor hosting the cap when ``cap`` is set.
+        cap_key: The run's key for its cap.
     """
 
     module: Module
@@ -87,6 +94,9 @@ class DatasetPayload:
     collect_events: bool = False
     env_file: str | None = None
     cache: ResponseCache | None = None
+    cap: int | None = None
+    caps: Any = None
+    cap_key: str = ""
 
 
 class ClosingPermits:
@@ -130,11 +140,14 @@ class DatasetWorker:
                          if payload.metrics else None)
         self._collector = EventCollector() if payload.collect_events else None
         self._permits = ClosingPermits(leased_permit_factory(payload.namespace))
+        cap = None
+        if payload.cap is not None and payload.caps is not None:
+            cap = call_cap_permits(payload.caps, payload.cap_key, payload.cap)
         self._runtime = WorkerRuntime(payload.module, payload.graph, payload.resources,
                                       options=payload.options, events=self._sink(),
                                       permit_factory=self._permits,
                                       client_factory=replica_client_factory(),
-                                      cache=payload.cache)
+                                      global_permits=cap, cache=payload.cache)
         self._mapping = payload.mapping
         self._out = OutputDir(payload.output)
         self._rows_done = [0, 0]  # succeeded, failed
