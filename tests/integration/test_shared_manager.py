@@ -48,7 +48,9 @@ def loop_managers() -> list[ResourceManager]:
 
 @pytest.mark.parametrize("form", ["dict", "yaml"])
 def test_ten_calls_with_equal_configs_share_one_manager(form: str, tmp_path: Path) -> None:
-    before = {id(s) for s in live_sessions()}
+    # Strong references: a session freed during the test must not hand its id to a new one.
+    alive_before = live_sessions()
+    before = {id(s) for s in alive_before}
 
     async def main() -> list[aiohttp.ClientSession]:
         async with LLMServer() as server:
@@ -70,6 +72,7 @@ def test_ten_calls_with_equal_configs_share_one_manager(form: str, tmp_path: Pat
 
     opened = asyncio.run(main())
     assert all(s.closed for s in opened)  # the loop's shutdown closed it
+    del alive_before
 
 
 def test_configs_that_differ_keep_their_own_managers() -> None:
