@@ -38,7 +38,9 @@ def endpoints(server: LLMServer, key: str = "sk-shared-manager-key") -> dict[str
 
 def live_sessions() -> list[aiohttp.ClientSession]:
     gc.collect()
-    return [o for o in gc.get_objects() if isinstance(o, aiohttp.ClientSession)]
+    # type(), not isinstance(): isinstance reads __class__, which some libraries' objects
+    # (torch's deprecated reduce_op) answer with a warning.
+    return [o for o in gc.get_objects() if issubclass(type(o), aiohttp.ClientSession)]
 
 
 def loop_managers() -> list[ResourceManager]:

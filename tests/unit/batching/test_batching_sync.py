@@ -164,9 +164,12 @@ def test_close_drains_stops_the_thread_and_refuses_new_items() -> None:
 
 
 def test_collected_batcher_stops_its_thread() -> None:
+    # This batcher's own thread: other tests' batchers may still be winding down.
+    before = set(threading.enumerate())
     batcher = Batcher[int, int](max_batch=4, max_wait_ms=1, executor=lambda xs: xs)
     assert batcher.run(1, timeout=BOUND_S) == 1
-    thread = next(t for t in threading.enumerate() if t.name == "plait-batcher")
+    thread = next(t for t in threading.enumerate()
+                  if t.name == "plait-batcher" and t not in before)
     del batcher
     gc.collect()
     thread.join(BOUND_S)
